@@ -1,0 +1,74 @@
+package main
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// accessEntry is what the handler learns about a request for its log line.
+type accessEntry struct {
+	model      string
+	deployment string
+}
+
+// responseRecorder notes the status and size of a response for the access log.
+// Flush and Unwrap keep streaming and protocol switches working through it.
+type responseRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *responseRecorder) WriteHeader(status int) {
+	if r.status == 0 && status >= 200 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *responseRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *responseRecorder) Flush() {
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// statusClientClosed is logged when the client went away before the answer
+// was complete (nginx's convention).
+const statusClientClosed = 499
+
+// logAccess writes one line per request. It never logs a body, a query or a header but apim-request-id.
+func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) {
+	status := rec.status
+	if r.Context().Err() != nil && (status == 0 || aborted) {
+		status = statusClientClosed
+	} else if status == 0 {
+		status = http.StatusOK
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("duration", time.Since(start)),
+		slog.Int64("bytes", rec.bytes),
+	}
+	if entry.model != "" {
+		attrs = append(attrs, slog.String("model", shorten(entry.model)), slog.String("deployment", shorten(entry.deployment)))
+	}
+	if id := rec.Header().Get("Apim-Request-Id"); id != "" {
+		attrs = append(attrs, slog.String("apim_request_id", id))
+	}
+	if aborted {
+		attrs = append(attrs, slog.Bool("aborted", true))
+	}
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+}

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Config is everything the proxy needs, built and validated once at start-up.
+type Config struct {
+	Endpoint          *url.URL // scheme, host and any path prefix of the Azure resource (or a gateway in front)
+	APIVersion        string   // for routes with the deployment in the path
+	PreviewAPIVersion string   // for the families the GA api-version does not serve
+	Models            *modelMapper
+	ListenAddr        string
+	UpstreamProxy     *url.URL       // nil: connect directly
+	RootCAs           *x509.CertPool // nil: the system's roots
+	MaxBodyBytes      int64
+	UpstreamTimeout   time.Duration // for response headers; the body may then stream for as long as it takes
+	ShutdownTimeout   time.Duration
+	CORSOrigins       []string
+	LogFormat         string // "text" or "json"
+}
+
+// setting documents one environment variable; -h prints them and the README lists them.
+type setting struct {
+	env, def, help string
+}
+
+func settings() []setting {
+	return []setting{
+		{"AZURE_OPENAI_ENDPOINT", "", "required: https://RES.openai.azure.com (a path prefix, for gateways in front of Azure, is kept)"},
+		{"AZURE_OPENAI_API_VER", "2024-10-21", "api-version for routes with the deployment in the path"},
+		{"AZURE_OPENAI_PREVIEW_API_VER", "2025-04-01-preview", "api-version for assistants, threads, vector_stores, responses, audio/speech, images/edits, realtime"},
+		{"AZURE_OPENAI_MODEL_MAPPER", "", "model=deployment pairs, comma-separated: gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"},
+		{"AZURE_OPENAI_PROXY_ADDRESS", ":8080", "address to listen on (flag --listen, -l)"},
+		{"AZURE_OPENAI_HTTP_PROXY", "", "HTTP proxy for requests to Azure: http://host:port"},
+		{"AZURE_OPENAI_SOCKS_PROXY", "", "SOCKS5 proxy for requests to Azure: socks5://host:port"},
+		{"HTTPS_PROXY, HTTP_PROXY, NO_PROXY", "", "the standard proxy variables, used when neither of the two above is set"},
+		{"AZURE_OPENAI_PROXY_CA_FILE", "", "PEM file of extra CA certificates to trust upstream (a gateway with a private CA)"},
+		{"AZURE_OPENAI_PROXY_MAX_BODY", "67108864", "largest request body in bytes (64 MiB); larger ones get 413"},
+		{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT", "10m", "how long to wait for Azure's response headers; then 504"},
+		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
+		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated"},
+		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
+	}
+}
+
+// configError is a bad setting; the process exits with status 2.
+type configError struct{ msg string }
+
+func (e *configError) Error() string { return e.msg }
+
+func settingError(name, format string, args ...any) error {
+	return &configError{msg: name + ": " + fmt.Sprintf(format, args...)}
+}
+
+// options are the command-line flags.
+type options struct {
+	listen      string
+	healthcheck bool
+	version     bool
+}
+
+func parseFlags(args []string, getenv func(string) string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("azure-openai-proxy", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	defaultListen := envOr(getenv, "AZURE_OPENAI_PROXY_ADDRESS")
+	fs.StringVar(&o.listen, "listen", defaultListen, "")
+	fs.StringVar(&o.listen, "l", defaultListen, "")
+	fs.BoolVar(&o.healthcheck, "healthcheck", false, "")
+	fs.BoolVar(&o.version, "version", false, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, &configError{msg: err.Error() + " (see -h)"}
+	}
+	if fs.NArg() > 0 {
+		return o, &configError{msg: fmt.Sprintf("unexpected argument %q (see -h)", fs.Arg(0))}
+	}
+	return o, nil
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, `azure-openai-proxy: serve the OpenAI API from Azure OpenAI.
+
+Usage: azure-openai-proxy [flags]
+
+Flags:
+  -listen, -l ADDR  address to listen on (default from AZURE_OPENAI_PROXY_ADDRESS, else :8080)
+  -healthcheck      request this instance's /healthz; exit 0 if healthy, 1 if not
+  -version          print the version and exit
+  -h, -help         print this help and exit
+
+Environment:
+`)
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
+	for _, s := range settings() {
+		def := s.def
+		if def == "" {
+			def = "-"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.env, def, s.help)
+	}
+	tw.Flush()
+}
+
+// envOr returns the variable's value, or its documented default.
+func envOr(getenv func(string) string, name string) string {
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v
+	}
+	for _, s := range settings() {
+		if s.env == name {
+			return s.def
+		}
+	}
+	return ""
+}
+
+// loadConfig builds the Config from flags and environment. Errors name the
+// setting and the bad value; no value read here is a secret.
+func loadConfig(o options, getenv func(string) string) (Config, error) {
+	cfg := Config{ListenAddr: o.listen}
+	var err error
+	if cfg.Endpoint, err = parseEndpoint(getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
+		return cfg, err
+	}
+	if cfg.APIVersion, err = parseAPIVersion(getenv, "AZURE_OPENAI_API_VER"); err != nil {
+		return cfg, err
+	}
+	if cfg.PreviewAPIVersion, err = parseAPIVersion(getenv, "AZURE_OPENAI_PREVIEW_API_VER"); err != nil {
+		return cfg, err
+	}
+	if cfg.Models, err = parseModelMapper(getenv("AZURE_OPENAI_MODEL_MAPPER")); err != nil {
+		return cfg, settingError("AZURE_OPENAI_MODEL_MAPPER", "%v", err)
+	}
+	if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
+		return cfg, settingError("--listen / AZURE_OPENAI_PROXY_ADDRESS", "%q is not host:port", cfg.ListenAddr)
+	}
+	if cfg.UpstreamProxy, err = parseUpstreamProxy(cfg.Endpoint, getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.RootCAs, err = loadCAFile(getenv("AZURE_OPENAI_PROXY_CA_FILE")); err != nil {
+		return cfg, err
+	}
+	maxBody := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_BODY")
+	if cfg.MaxBodyBytes, err = strconv.ParseInt(maxBody, 10, 64); err != nil || cfg.MaxBodyBytes <= 0 {
+		return cfg, settingError("AZURE_OPENAI_PROXY_MAX_BODY", "%q is not a positive number of bytes", maxBody)
+	}
+	if cfg.UpstreamTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	if cfg.ShutdownTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	for o := range strings.SplitSeq(envOr(getenv, "AZURE_OPENAI_PROXY_CORS_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.Path != "") {
+			return cfg, settingError("AZURE_OPENAI_PROXY_CORS_ORIGINS", "%q is not an origin like https://chat.example.com, or *", o)
+		}
+		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+	}
+	switch cfg.LogFormat = envOr(getenv, "AZURE_OPENAI_PROXY_LOG_FORMAT"); cfg.LogFormat {
+	case "text", "json":
+	default:
+		return cfg, settingError("AZURE_OPENAI_PROXY_LOG_FORMAT", "%q is not text or json", cfg.LogFormat)
+	}
+	return cfg, nil
+}
+
+func parseEndpoint(raw string) (*url.URL, error) {
+	const name = "AZURE_OPENAI_ENDPOINT"
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, settingError(name, "not set; set it to your resource's endpoint, e.g. https://RES.openai.azure.com")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
+		return nil, settingError(name, "%q is not an http(s) URL like https://RES.openai.azure.com", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, settingError(name, "%q may not have user info, a query or a fragment", u.Redacted())
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = strings.TrimRight(u.RawPath, "/")
+	return u, nil
+}
+
+// parseAPIVersion keeps api-versions to characters that cannot change the query.
+func parseAPIVersion(getenv func(string) string, name string) (string, error) {
+	v := envOr(getenv, name)
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return "", settingError(name, "%q is not an api-version like 2024-10-21", v)
+		}
+	}
+	return v, nil
+}
+
+// parseDuration accepts Go durations ("90s", "10m") or a number of seconds.
+func parseDuration(getenv func(string) string, name string) (time.Duration, error) {
+	v := envOr(getenv, name)
+	if secs, err := strconv.ParseFloat(v, 64); err == nil && secs > 0 {
+		return time.Duration(secs * float64(time.Second)), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, settingError(name, "%q is not a positive duration like 30s or 10m", v)
+	}
+	return d, nil
+}
+
+func loadCAFile(path string) (*x509.CertPool, error) {
+	const name = "AZURE_OPENAI_PROXY_CA_FILE"
+	if path = strings.TrimSpace(path); path == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, settingError(name, "cannot read %q: %v", path, errors.Unwrap(err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, settingError(name, "%q holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// parseUpstreamProxy chooses the outbound proxy once, at start-up, for the one
+// endpoint: AZURE_OPENAI_HTTP_PROXY or AZURE_OPENAI_SOCKS_PROXY if set, else
+// the standard HTTPS_PROXY/HTTP_PROXY/NO_PROXY as Go's ProxyFromEnvironment reads them.
+func parseUpstreamProxy(endpoint *url.URL, getenv func(string) string) (*url.URL, error) {
+	httpProxy := strings.TrimSpace(getenv("AZURE_OPENAI_HTTP_PROXY"))
+	socksProxy := strings.TrimSpace(getenv("AZURE_OPENAI_SOCKS_PROXY"))
+	switch {
+	case httpProxy != "" && socksProxy != "":
+		return nil, settingError("AZURE_OPENAI_HTTP_PROXY", "and AZURE_OPENAI_SOCKS_PROXY are both set; set one")
+	case httpProxy != "":
+		return parseProxyURL("AZURE_OPENAI_HTTP_PROXY", httpProxy, "http", "https")
+	case socksProxy != "":
+		return parseProxyURL("AZURE_OPENAI_SOCKS_PROXY", socksProxy, "socks5", "socks5h")
+	}
+	name := "HTTP_PROXY"
+	if endpoint.Scheme == "https" {
+		name = "HTTPS_PROXY"
+	}
+	value := firstEnv(getenv, name, strings.ToLower(name))
+	if value == "" || bypassProxy(endpoint, firstEnv(getenv, "NO_PROXY", "no_proxy")) {
+		return nil, nil
+	}
+	if !strings.Contains(value, "://") {
+		value = "http://" + value // as ProxyFromEnvironment reads a bare host:port
+	}
+	return parseProxyURL(name, value, "http", "https", "socks5", "socks5h")
+}
+
+func firstEnv(getenv func(string) string, names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(getenv(n)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func parseProxyURL(name, raw string, schemes ...string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err == nil && u.Host != "" {
+		for _, s := range schemes {
+			if u.Scheme == s {
+				return u, nil
+			}
+		}
+	}
+	shown := raw
+	if err == nil {
+		shown = u.Redacted() // proxy URLs may carry a password
+	}
+	return nil, settingError(name, "%q is not a proxy URL (%s://host:port)", shown, strings.Join(schemes, "|"))
+}
+
+// bypassProxy reports whether NO_PROXY exempts the endpoint, with the rules of
+// Go's ProxyFromEnvironment: loopback is never proxied; "*" exempts all; a
+// domain exempts itself and its subdomains, ".domain" only its subdomains; an
+// IP or CIDR exempts matching addresses; an entry with a port needs that port.
+func bypassProxy(endpoint *url.URL, noProxy string) bool {
+	host := strings.ToLower(endpoint.Hostname())
+	port := endpoint.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[endpoint.Scheme]
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return true
+	}
+	for entry := range strings.SplitSeq(strings.ToLower(noProxy), ",") {
+		entry = strings.TrimSpace(entry)
+		switch {
+		case entry == "":
+			continue
+		case entry == "*":
+			return true
+		}
+		if _, cidr, err := net.ParseCIDR(entry); err == nil {
+			if ip != nil && cidr.Contains(ip) {
+				return true
+			}
+			continue
+		}
+		entryHost, entryPort := entry, ""
+		if h, p, err := net.SplitHostPort(entry); err == nil {
+			entryHost, entryPort = h, p
+		}
+		if entryPort != "" && entryPort != port {
+			continue
+		}
+		if entryIP := net.ParseIP(entryHost); entryIP != nil {
+			if ip != nil && entryIP.Equal(ip) {
+				return true
+			}
+			continue
+		}
+		entryHost = strings.TrimPrefix(entryHost, "*")
+		if strings.HasPrefix(entryHost, ".") {
+			if strings.HasSuffix(host, entryHost) {
+				return true
+			}
+			continue
+		}
+		if host == entryHost || strings.HasSuffix(host, "."+entryHost) {
+			return true
+		}
+	}
+	return false
+}

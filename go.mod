@@ -1,0 +1,3 @@
+module azure-openai-proxy
+
+go 1.26

@@ -1,0 +1,313 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// modelField is the top-level "model" member of a JSON object, as found by findModel.
+type modelField struct {
+	found    bool
+	isString bool
+	value    string // decoded, when isString
+	start    int    // byte offset of the value (its opening quote, for a string)
+	end      int    // byte offset just past the value
+}
+
+// maxJSONDepth matches encoding/json's nesting limit.
+const maxJSONDepth = 10000
+
+type jsonSyntaxError struct {
+	offset int
+	msg    string
+}
+
+func (e *jsonSyntaxError) Error() string {
+	return fmt.Sprintf("%s at byte %d", e.msg, e.offset)
+}
+
+// findModel validates that data is exactly one JSON object and returns its
+// top-level "model" member without decoding anything else. As with
+// encoding/json, a repeated key means its last value.
+func findModel(data []byte) (modelField, error) {
+	s := jsonScanner{data: data}
+	var f modelField
+	s.skipSpace()
+	if !s.consume('{') {
+		return f, s.errorf("the body is not a JSON object")
+	}
+	s.skipSpace()
+	if s.consume('}') {
+		return f, s.atEnd()
+	}
+	for {
+		s.skipSpace()
+		if s.peek() != '"' {
+			return f, s.errorf("expected a string key")
+		}
+		keyStart := s.pos
+		keyNeedsDecode, err := s.skipString()
+		if err != nil {
+			return f, err
+		}
+		isModel := isModelKey(data[keyStart:s.pos], keyNeedsDecode)
+		s.skipSpace()
+		if !s.consume(':') {
+			return f, s.errorf("expected ':' after object key")
+		}
+		s.skipSpace()
+		valueStart := s.pos
+		if isModel && s.peek() == '"' {
+			needsDecode, err := s.skipString()
+			if err != nil {
+				return f, err
+			}
+			f = modelField{found: true, isString: true, start: valueStart, end: s.pos,
+				value: decodeJSONString(data[valueStart:s.pos], needsDecode)}
+		} else {
+			if err := s.skipValue(1); err != nil {
+				return f, err
+			}
+			if isModel {
+				f = modelField{found: true, start: valueStart, end: s.pos}
+			}
+		}
+		s.skipSpace()
+		if s.consume(',') {
+			continue
+		}
+		if s.consume('}') {
+			return f, s.atEnd()
+		}
+		return f, s.errorf("expected ',' or '}' after object member")
+	}
+}
+
+func isModelKey(quoted []byte, needsDecode bool) bool {
+	if !needsDecode {
+		return string(quoted) == `"model"`
+	}
+	return decodeJSONString(quoted, true) == "model"
+}
+
+// decodeJSONString unquotes a valid JSON string literal. Strings with escapes or
+// non-ASCII bytes are rare in keys and model names; they take encoding/json's
+// path so that invalid UTF-8 and lone surrogates decode exactly as it does.
+func decodeJSONString(quoted []byte, needsDecode bool) string {
+	if !needsDecode {
+		return string(quoted[1 : len(quoted)-1])
+	}
+	var s string
+	if err := json.Unmarshal(quoted, &s); err != nil {
+		return "" // unreachable: the scanner has validated the literal
+	}
+	return s
+}
+
+type jsonScanner struct {
+	data []byte
+	pos  int
+}
+
+func (s *jsonScanner) errorf(msg string) error {
+	if s.pos >= len(s.data) {
+		return &jsonSyntaxError{offset: s.pos, msg: "unexpected end of JSON input (" + msg + ")"}
+	}
+	return &jsonSyntaxError{offset: s.pos, msg: msg}
+}
+
+func (s *jsonScanner) peek() byte {
+	if s.pos < len(s.data) {
+		return s.data[s.pos]
+	}
+	return 0
+}
+
+func (s *jsonScanner) consume(c byte) bool {
+	if s.pos < len(s.data) && s.data[s.pos] == c {
+		s.pos++
+		return true
+	}
+	return false
+}
+
+func (s *jsonScanner) skipSpace() {
+	for s.pos < len(s.data) {
+		switch s.data[s.pos] {
+		case ' ', '\t', '\n', '\r':
+			s.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (s *jsonScanner) atEnd() error {
+	s.skipSpace()
+	if s.pos != len(s.data) {
+		return s.errorf("unexpected data after the top-level object")
+	}
+	return nil
+}
+
+// skipString moves past the string literal at s.pos, validating it, and
+// reports whether decoding it needs more than a copy (escapes or non-ASCII).
+func (s *jsonScanner) skipString() (needsDecode bool, err error) {
+	data := s.data
+	i := s.pos + 1
+	for i < len(data) {
+		c := data[i]
+		switch {
+		case c == '"':
+			s.pos = i + 1
+			return needsDecode, nil
+		case c == '\\':
+			needsDecode = true
+			if i+1 >= len(data) {
+				s.pos = len(data)
+				return needsDecode, s.errorf("unterminated string")
+			}
+			switch data[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(data) {
+					s.pos = len(data)
+					return needsDecode, s.errorf("unterminated string")
+				}
+				for _, h := range data[i+2 : i+6] {
+					if !isHex(h) {
+						s.pos = i
+						return needsDecode, s.errorf("invalid \\u escape in string")
+					}
+				}
+				i += 6
+			default:
+				s.pos = i
+				return needsDecode, s.errorf("invalid escape in string")
+			}
+		case c < 0x20:
+			s.pos = i
+			return needsDecode, s.errorf("control character in string")
+		default:
+			if c >= 0x80 {
+				needsDecode = true
+			}
+			i++
+		}
+	}
+	s.pos = len(data)
+	return needsDecode, s.errorf("unterminated string")
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// skipValue moves past any JSON value at s.pos.
+func (s *jsonScanner) skipValue(depth int) error {
+	switch c := s.peek(); {
+	case c == '"':
+		_, err := s.skipString()
+		return err
+	case c == '{' || c == '[':
+		if depth >= maxJSONDepth {
+			return s.errorf("JSON nested too deeply")
+		}
+		return s.skipContainer(depth)
+	case c == 't':
+		return s.skipLiteral("true")
+	case c == 'f':
+		return s.skipLiteral("false")
+	case c == 'n':
+		return s.skipLiteral("null")
+	case c == '-' || isDigit(c):
+		return s.skipNumber()
+	}
+	return s.errorf("expected a JSON value")
+}
+
+func (s *jsonScanner) skipContainer(depth int) error {
+	closing := byte(']')
+	isObject := s.data[s.pos] == '{'
+	if isObject {
+		closing = '}'
+	}
+	s.pos++
+	s.skipSpace()
+	if s.consume(closing) {
+		return nil
+	}
+	for {
+		s.skipSpace()
+		if isObject {
+			if s.peek() != '"' {
+				return s.errorf("expected a string key")
+			}
+			if _, err := s.skipString(); err != nil {
+				return err
+			}
+			s.skipSpace()
+			if !s.consume(':') {
+				return s.errorf("expected ':' after object key")
+			}
+			s.skipSpace()
+		}
+		if err := s.skipValue(depth + 1); err != nil {
+			return err
+		}
+		s.skipSpace()
+		if s.consume(',') {
+			continue
+		}
+		if s.consume(closing) {
+			return nil
+		}
+		return s.errorf("expected ',' or '" + string(closing) + "'")
+	}
+}
+
+func (s *jsonScanner) skipLiteral(lit string) error {
+	if len(s.data)-s.pos < len(lit) || string(s.data[s.pos:s.pos+len(lit)]) != lit {
+		return s.errorf("invalid literal")
+	}
+	s.pos += len(lit)
+	return nil
+}
+
+func (s *jsonScanner) skipNumber() error {
+	s.consume('-')
+	switch c := s.peek(); {
+	case c == '0':
+		s.pos++
+	case '1' <= c && c <= '9':
+		s.skipDigits()
+	default:
+		return s.errorf("invalid number")
+	}
+	if s.consume('.') {
+		if !isDigit(s.peek()) {
+			return s.errorf("invalid number")
+		}
+		s.skipDigits()
+	}
+	if c := s.peek(); c == 'e' || c == 'E' {
+		s.pos++
+		if c := s.peek(); c == '+' || c == '-' {
+			s.pos++
+		}
+		if !isDigit(s.peek()) {
+			return s.errorf("invalid number")
+		}
+		s.skipDigits()
+	}
+	return nil
+}
+
+func (s *jsonScanner) skipDigits() {
+	for s.pos < len(s.data) && isDigit(s.data[s.pos]) {
+		s.pos++
+	}
+}

@@ -1,0 +1,163 @@
+// Command azure-openai-proxy serves the OpenAI API from Azure OpenAI, so that
+// programs written for OpenAI use Azure unchanged.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "azure-openai-proxy:", err)
+		if _, ok := errors.AsType[*configError](err); ok {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+// run is the whole program: main only supplies the process's context,
+// arguments, environment and output. It returns when ctx is cancelled and the
+// server has drained, or on a start-up error.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	opts, err := parseFlags(args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		printUsage(stdout)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case opts.version:
+		fmt.Fprintln(stdout, "azure-openai-proxy", version())
+		return nil
+	case opts.healthcheck:
+		return healthcheck(ctx, opts.listen)
+	}
+	cfg, err := loadConfig(opts, getenv)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, newLogger(cfg.LogFormat, stderr))
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+// serve listens and serves until ctx is done, then drains: readiness turns
+// 503, the listener closes, and in-flight requests and streams get up to
+// ShutdownTimeout to finish before their connections are closed.
+func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	var ready atomic.Bool
+	ready.Store(true)
+	srv := &http.Server{
+		Handler:           newHandler(cfg, logger, &ready),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    1 << 20,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// No WriteTimeout: a completion may stream for many minutes.
+	}
+	attrs := []any{
+		"listen", ln.Addr().String(),
+		"endpoint", cfg.Endpoint.Host + cfg.Endpoint.Path,
+		"api_version", cfg.APIVersion,
+		"preview_api_version", cfg.PreviewAPIVersion,
+		"models", strings.Join(cfg.Models.models, ","),
+		"version", version(),
+	}
+	if cfg.UpstreamProxy != nil {
+		attrs = append(attrs, "upstream_proxy", cfg.UpstreamProxy.Redacted())
+	}
+	logger.Info("azure-openai-proxy started", attrs...)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+
+	ready.Store(false)
+	logger.Info("draining", "timeout", cfg.ShutdownTimeout.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		logger.Warn("shutdown timeout passed; closing the remaining connections")
+		srv.Close()
+	}
+	<-served
+	logger.Info("stopped")
+	return nil
+}
+
+// healthcheck asks the instance listening on listen for /healthz: the scratch
+// image has no curl, so its HEALTHCHECK runs the binary itself.
+func healthcheck(ctx context.Context, listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return &configError{msg: fmt.Sprintf("--listen / AZURE_OPENAI_PROXY_ADDRESS: %q is not host:port", listen)}
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: /healthz answered %s", resp.Status)
+	}
+	return nil
+}
+
+// version is the module version for `go install`ed binaries, else the VCS revision.
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
+}

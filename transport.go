@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// errUpstreamTimeout is returned when Azure sends no response headers within
+// AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT; the proxy answers 504.
+var errUpstreamTimeout = errors.New("no response headers from Azure OpenAI within the upstream timeout")
+
+// newUpstreamTransport builds the one transport every upstream request uses.
+// It clones http.DefaultTransport so HTTP/2 stays on (a hand-built Transport
+// with its own dialer or TLS config silently loses it), and sizes the idle
+// pool for real concurrency: Go's default keeps 2 connections per host, so
+// every further concurrent request would pay for a new TLS handshake.
+func newUpstreamTransport(cfg Config) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	if cfg.UpstreamProxy != nil {
+		t.Proxy = http.ProxyURL(cfg.UpstreamProxy)
+	}
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = 10 * time.Second
+	t.MaxIdleConns = 1024
+	t.MaxIdleConnsPerHost = 256
+	t.IdleConnTimeout = 90 * time.Second
+	t.ForceAttemptHTTP2 = true
+	if cfg.RootCAs != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	}
+	return &headerTimeoutTransport{next: t, timeout: cfg.UpstreamTimeout}
+}
+
+// headerTimeoutTransport bounds the wait for response headers, and says so
+// with errUpstreamTimeout, so the error handler can tell a slow Azure (504)
+// from an unreachable one (502). The body then streams with no time limit.
+type headerTimeoutTransport struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *headerTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancelCause(req.Context())
+	timer := time.AfterFunc(t.timeout, func() { cancel(errUpstreamTimeout) })
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, errUpstreamTimeout
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	// The context must live as long as the body is read.
+	done := func() { cancel(nil) }
+	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
+		resp.Body = &cancelOnCloseRW{ReadWriteCloser: rwc, cancel: done}
+	} else {
+		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: done}
+	}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
+// cancelOnCloseRW keeps an upgraded (101) connection writable:
+// ReverseProxy needs an io.ReadWriteCloser to switch protocols.
+type cancelOnCloseRW struct {
+	io.ReadWriteCloser
+	cancel func()
+}
+
+func (b *cancelOnCloseRW) Close() error {
+	err := b.ReadWriteCloser.Close()
+	b.cancel()
+	return err
+}
