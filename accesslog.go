@@ -61,8 +61,13 @@ func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *
 		slog.Duration("duration", time.Since(start)),
 		slog.Int64("bytes", rec.bytes),
 	}
-	if entry.model != "" {
-		attrs = append(attrs, slog.String("model", shorten(entry.model)), slog.String("deployment", shorten(entry.deployment)))
+	switch {
+	case entry.model == "":
+	case validDeploymentName(entry.deployment):
+		attrs = append(attrs, slog.String("model", entry.model), slog.String("deployment", entry.deployment))
+	default:
+		// A model no deployment can have is arbitrary client bytes: keep them out of the log.
+		attrs = append(attrs, slog.String("model", "(invalid)"))
 	}
 	if id := rec.Header().Get("Apim-Request-Id"); id != "" {
 		attrs = append(attrs, slog.String("apim_request_id", id))

@@ -121,7 +121,7 @@ func invalidModel(model string) *apiError {
 		"The model %q cannot be used as an Azure deployment name: deployment names are letters, digits, '-', '_' and '.', at most 64 characters. Map it with AZURE_OPENAI_MODEL_MAPPER.", shorten(model)))
 }
 
-// shorten bounds a client-supplied value before it goes into a message or a log line.
+// shorten bounds a client-supplied value before it goes into an error message.
 func shorten(s string) string {
 	const maxShown = 80
 	if len(s) <= maxShown {

@@ -190,10 +190,10 @@ func parseEndpoint(raw string) (*url.URL, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
-		return nil, settingError(name, "%q is not an http(s) URL like https://RES.openai.azure.com", raw)
+		return nil, settingError(name, "%q is not an http(s) URL like https://RES.openai.azure.com", redactUserinfo(raw))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, settingError(name, "%q may not have user info, a query or a fragment", u.Redacted())
+		return nil, settingError(name, "%q may not have user info, a query or a fragment", redactUserinfo(raw))
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")
@@ -289,11 +289,25 @@ func parseProxyURL(name, raw string, schemes ...string) (*url.URL, error) {
 			}
 		}
 	}
-	shown := raw
-	if err == nil {
-		shown = u.Redacted() // proxy URLs may carry a password
+	return nil, settingError(name, "%q is not a proxy URL (%s://host:port)", redactUserinfo(raw), strings.Join(schemes, "|"))
+}
+
+// redactUserinfo hides a password in a URL string, even one url.Parse refuses.
+func redactUserinfo(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		scheme, rest = "", raw
 	}
-	return nil, settingError(name, "%q is not a proxy URL (%s://host:port)", shown, strings.Join(schemes, "|"))
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	redacted := user + ":xxxxx" + rest[at:]
+	if ok {
+		return scheme + "://" + redacted
+	}
+	return redacted
 }
 
 // bypassProxy reports whether NO_PROXY exempts the endpoint, with the rules of

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,6 +77,7 @@ func newFakeAzure(t *testing.T, mode fakeMode, handler http.HandlerFunc) *fakeAz
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		handler(w, r)
 	}))
+	f.Config.ErrorLog = log.New(io.Discard, "", 0) // TLS handshake noise from tests that distrust the fake
 	if mode == fakeTLS {
 		f.EnableHTTP2 = true
 		f.StartTLS()
@@ -136,10 +138,11 @@ type testProxy struct {
 	URL  string // http://127.0.0.1:PORT
 	logs *syncBuffer
 	stop context.CancelFunc
-	done chan error
+	done chan struct{} // closed when run returns
+	err  error         // what run returned, once done is closed
 }
 
-var listenLine = regexp.MustCompile(`listen=(127\.0\.0\.1:\d+)`)
+var listenLine = regexp.MustCompile(`listen(?:=|":")(127\.0\.0\.1:\d+)`)
 
 // startProxy runs the program against fake (nil: env must name an endpoint)
 // with env on top of the defaults, and waits until it serves /healthz.
@@ -157,8 +160,11 @@ func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...st
 	}
 	getenv := func(name string) string { return vars[name] }
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &testProxy{logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { p.done <- run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), getenv, io.Discard, p.logs) }()
+	p := &testProxy{logs: &syncBuffer{}, stop: cancel, done: make(chan struct{})}
+	go func() {
+		p.err = run(ctx, append([]string{"-listen", "127.0.0.1:0"}, args...), getenv, io.Discard, p.logs)
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -174,8 +180,8 @@ func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...st
 			break
 		}
 		select {
-		case err := <-p.done:
-			t.Fatalf("proxy exited during start-up: %v\nlogs:\n%s", err, p.logs)
+		case <-p.done:
+			t.Fatalf("proxy exited during start-up: %v\nlogs:\n%s", p.err, p.logs)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -277,3 +283,13 @@ func jsonString(s string) (string, error) {
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+func mapEnv(m map[string]string) func(string) string {
+	return func(name string) string { return m[name] }
+}
+
+func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
+
+func mustRequest(method, target string) *http.Request {
+	return httptest.NewRequest(method, target, nil)
+}

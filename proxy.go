@@ -123,7 +123,6 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	case routeModelList:
 		return h.serveModelList(w)
 	case routeModel:
-		entry.model = rt.model
 		return h.serveModel(w, rt.model)
 	}
 

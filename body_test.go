@@ -1,0 +1,103 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// countingReader yields n bytes of JSON-ish filler and counts what was read.
+type countingReader struct {
+	remaining int64
+	read      atomic.Int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if r.remaining <= 0 {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.remaining)
+	for i := range p[:n] {
+		p[i] = 'a'
+	}
+	r.remaining -= n
+	r.read.Add(n)
+	return int(n), nil
+}
+
+func TestReadBodyStopsAtTheLimit(t *testing.T) {
+	const limit = 1 << 20
+	for _, tc := range []struct {
+		name          string
+		contentLength int64
+		maxRead       int64
+	}{
+		{"declared too large: nothing read", 64 << 20, 0},
+		{"chunked: read stops just past the limit", -1, limit + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := &countingReader{remaining: 64 << 20}
+			r := httptest.NewRequest("POST", "/v1/chat/completions", body)
+			r.ContentLength = tc.contentLength
+			_, e := readBody(httptest.NewRecorder(), r, limit)
+			if e == nil || e.Status != http.StatusRequestEntityTooLarge {
+				t.Fatalf("error = %v, want 413", e)
+			}
+			if got := body.read.Load(); got > tc.maxRead {
+				t.Errorf("read %d bytes of the body, want at most %d", got, tc.maxRead)
+			}
+		})
+	}
+}
+
+func TestBodyTooLargeEndToEnd(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_MAX_BODY": "1048576"})
+	for _, chunked := range []bool{false, true} {
+		const total = 256 << 20
+		body := &countingReader{remaining: total}
+		req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", body)
+		req.Header.Set("Authorization", "Bearer "+testKey)
+		if !chunked {
+			req.ContentLength = total
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("chunked=%v: %v", chunked, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("chunked=%v: status %d, want 413", chunked, resp.StatusCode)
+		}
+		msg, _, _, _ := openAIError(t, got)
+		if !strings.Contains(msg, "1048576") {
+			t.Errorf("message %q should state the limit", msg)
+		}
+		// The client stops sending once the answer arrives; what it sent
+		// beyond the limit sat in socket buffers, not in the proxy.
+		if sent := body.read.Load(); sent >= total/4 {
+			t.Errorf("chunked=%v: the client sent %d of %d bytes before the 413", chunked, sent, total)
+		}
+	}
+	if n := len(fake.all()); n != 0 {
+		t.Errorf("fake Azure received %d requests", n)
+	}
+}
+
+func TestModelFromMultipart(t *testing.T) {
+	body, ct := multipartBody(t, 100, "model", "whisper-1")
+	if m, e := modelFromBody(ct, body); e != nil || m != "whisper-1" {
+		t.Errorf("model after file = %q, %v", m, e)
+	}
+	body, ct = multipartBody(t, 100, "model", strings.Repeat("w", 300))
+	if _, e := modelFromBody(ct, body); e == nil || e.Status != 400 {
+		t.Errorf("an overlong model field = %v, want 400", e)
+	}
+	if _, e := modelFromBody("multipart/form-data", body); e == nil || *e.Code != "invalid_multipart" {
+		t.Errorf("no boundary = %v, want invalid_multipart", e)
+	}
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigErrorsNameTheSetting(t *testing.T) {
+	base := map[string]string{"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com"}
+	cases := []struct {
+		set      map[string]string
+		args     []string
+		wantText []string
+	}{
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": ""}, nil, []string{"AZURE_OPENAI_ENDPOINT", "not set"}},
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": "res.openai.azure.com"}, nil, []string{"AZURE_OPENAI_ENDPOINT", `"res.openai.azure.com"`}},
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": "ftp://res"}, nil, []string{"AZURE_OPENAI_ENDPOINT", "ftp://res"}},
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": "https://res/%zz"}, nil, []string{"AZURE_OPENAI_ENDPOINT"}},
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": "https://user:pw@res"}, nil, []string{"AZURE_OPENAI_ENDPOINT", "user:xxxxx@"}},
+		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4=gpt4,gpt-35-turbo"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"gpt-35-turbo"`}},
+		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4=gpt/4"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"gpt-4=gpt/4"`}},
+		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "=x"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"=x"`}},
+		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "a=b,a=c"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"a=c"`}},
+		{map[string]string{"AZURE_OPENAI_API_VER": "2024-10-21&x=1"}, nil, []string{"AZURE_OPENAI_API_VER", "2024-10-21&x=1"}},
+		{map[string]string{"AZURE_OPENAI_PREVIEW_API_VER": "a b"}, nil, []string{"AZURE_OPENAI_PREVIEW_API_VER"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_MAX_BODY": "64MB"}, nil, []string{"AZURE_OPENAI_PROXY_MAX_BODY", "64MB"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "soon"}, nil, []string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT", "soon"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT": "-1s"}, nil, []string{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_CORS_ORIGINS": "chat.example.com"}, nil, []string{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "chat.example.com"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_LOG_FORMAT": "xml"}, nil, []string{"AZURE_OPENAI_PROXY_LOG_FORMAT", "xml"}},
+		{map[string]string{"AZURE_OPENAI_HTTP_PROXY": "http://a:1", "AZURE_OPENAI_SOCKS_PROXY": "socks5://b:1"}, nil, []string{"AZURE_OPENAI_HTTP_PROXY", "AZURE_OPENAI_SOCKS_PROXY"}},
+		{map[string]string{"AZURE_OPENAI_SOCKS_PROXY": "http://b:1"}, nil, []string{"AZURE_OPENAI_SOCKS_PROXY", "socks5"}},
+		{map[string]string{"AZURE_OPENAI_HTTP_PROXY": "http://user:hunter2@p:1/%zz"}, nil, []string{"AZURE_OPENAI_HTTP_PROXY", "user:xxxxx@p:1"}},
+		{map[string]string{"AZURE_OPENAI_ENDPOINT": "ftp://user:hunter2@res/%zz"}, nil, []string{"AZURE_OPENAI_ENDPOINT"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_CA_FILE": "/nonexistent/ca.pem"}, nil, []string{"AZURE_OPENAI_PROXY_CA_FILE", "/nonexistent/ca.pem"}},
+		{map[string]string{"AZURE_OPENAI_PROXY_ADDRESS": "8080"}, nil, []string{"AZURE_OPENAI_PROXY_ADDRESS", `"8080"`}},
+		{nil, []string{"-listen"}, []string{"listen"}},
+		{nil, []string{"-bogus"}, []string{"bogus"}},
+		{nil, []string{"serve"}, []string{`"serve"`}},
+	}
+	for _, tc := range cases {
+		env := map[string]string{}
+		for k, v := range base {
+			env[k] = v
+		}
+		for k, v := range tc.set {
+			env[k] = v
+		}
+		err := run(context.Background(), tc.args, mapEnv(env), &bytes.Buffer{}, &bytes.Buffer{})
+		if _, ok := errors.AsType[*configError](err); !ok {
+			t.Errorf("%v %v: err = %v, want a configError", tc.set, tc.args, err)
+			continue
+		}
+		for _, want := range tc.wantText {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%v: error %q does not mention %q", tc.set, err, want)
+			}
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), ":pw@") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("error %q shows a password or spans lines", err)
+		}
+	}
+}
+
+func TestConfigDefaultsAndParsing(t *testing.T) {
+	o, err := parseFlags(nil, mapEnv(nil))
+	if err != nil || o.listen != ":8080" {
+		t.Fatalf("default listen = %q, %v", o.listen, err)
+	}
+	if o, _ := parseFlags([]string{"--listen", "127.0.0.1:9"}, mapEnv(map[string]string{"AZURE_OPENAI_PROXY_ADDRESS": ":7"})); o.listen != "127.0.0.1:9" {
+		t.Errorf("--listen should win over the env: %q", o.listen)
+	}
+	if o, _ := parseFlags([]string{"-l", ":5"}, mapEnv(nil)); o.listen != ":5" {
+		t.Errorf("-l: %q", o.listen)
+	}
+	if o, _ := parseFlags(nil, mapEnv(map[string]string{"AZURE_OPENAI_PROXY_ADDRESS": ":7"})); o.listen != ":7" {
+		t.Errorf("AZURE_OPENAI_PROXY_ADDRESS: %q", o.listen)
+	}
+	cfg, err := loadConfig(options{listen: ":8080"}, mapEnv(map[string]string{
+		"AZURE_OPENAI_ENDPOINT":     " https://res.openai.azure.com/ ",
+		"AZURE_OPENAI_MODEL_MAPPER": " gpt-3.5-turbo = gpt-35-turbo ,, gpt-4=gpt4, ",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Endpoint.String() != "https://res.openai.azure.com" || cfg.APIVersion != "2024-10-21" ||
+		cfg.PreviewAPIVersion != "2025-04-01-preview" || cfg.MaxBodyBytes != 64<<20 ||
+		cfg.UpstreamTimeout != 10*time.Minute || cfg.ShutdownTimeout != 25*time.Second ||
+		strings.Join(cfg.CORSOrigins, ",") != "*" || cfg.LogFormat != "text" || cfg.UpstreamProxy != nil {
+		t.Errorf("defaults: %+v", cfg)
+	}
+	if d, _ := cfg.Models.deployment("gpt-3.5-turbo"); d != "gpt-35-turbo" || strings.Join(cfg.Models.models, ",") != "gpt-3.5-turbo,gpt-4" {
+		t.Errorf("mapper: %+v", cfg.Models)
+	}
+	if d, err := parseDuration(mapEnv(map[string]string{"X": "90"}), "X"); err != nil || d != 90*time.Second {
+		t.Errorf("plain seconds: %v %v", d, err)
+	}
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	for _, arg := range []string{"-h", "--help"} {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{arg}, mapEnv(nil), &out, &bytes.Buffer{}); err != nil {
+			t.Fatalf("%s: %v", arg, err)
+		}
+		for _, s := range settings() {
+			if !strings.Contains(out.String(), s.env) || (s.def != "" && !strings.Contains(out.String(), s.def)) {
+				t.Errorf("%s output lacks %s or its default %q", arg, s.env, s.def)
+			}
+		}
+		for _, flag := range []string{"-listen", "-l ", "-healthcheck", "-version"} {
+			if !strings.Contains(out.String(), flag) {
+				t.Errorf("%s output lacks %s", arg, flag)
+			}
+		}
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, mapEnv(nil), &out, &bytes.Buffer{}); err != nil || !strings.HasPrefix(out.String(), "azure-openai-proxy ") {
+		t.Errorf("-version: %q %v", out.String(), err)
+	}
+}
+
+func TestHealthcheckFlag(t *testing.T) {
+	p := startProxy(t, newFakeAzure(t, fakeTLS, nil), nil)
+	addr := strings.TrimPrefix(p.URL, "http://")
+	port := addr[strings.LastIndex(addr, ":"):]
+	for _, listen := range []string{addr, port, "0.0.0.0" + port} {
+		if err := run(context.Background(), []string{"-healthcheck", "-listen", listen}, mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+			t.Errorf("-healthcheck -listen %s against a live proxy: %v", listen, err)
+		}
+	}
+	if err := run(context.Background(), []string{"-healthcheck"}, mapEnv(map[string]string{"AZURE_OPENAI_PROXY_ADDRESS": addr}), &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Errorf("-healthcheck with AZURE_OPENAI_PROXY_ADDRESS: %v", err)
+	}
+	if err := run(context.Background(), []string{"-healthcheck", "-listen", closedAddr(t)}, mapEnv(nil), &bytes.Buffer{}, &bytes.Buffer{}); err == nil {
+		t.Error("-healthcheck against nothing succeeded")
+	}
+}
+
+// TestExitStatus runs the real main in a child process: a bad setting exits 2
+// with one line naming the variable; a failed health check exits 1; -h exits 0.
+func TestExitStatus(t *testing.T) {
+	cases := []struct {
+		args     []string
+		env      []string
+		code     int
+		wantLine string
+	}{
+		{nil, nil, 2, "AZURE_OPENAI_ENDPOINT"},
+		{nil, []string{"AZURE_OPENAI_ENDPOINT=::"}, 2, "AZURE_OPENAI_ENDPOINT"},
+		{[]string{"-healthcheck", "-listen", closedAddr(t)}, nil, 1, "healthcheck"},
+		{[]string{"-h"}, nil, 0, ""},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(os.Args[0], tc.args...)
+		cmd.Env = append(cleanEnv(), append(tc.env, "AZURE_OPENAI_PROXY_TEST_AS_MAIN=1")...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		if exitErr, ok := errors.AsType[*exec.ExitError](err); ok {
+			code = exitErr.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code {
+			t.Errorf("%v %v: exit %d, want %d (stderr %q)", tc.args, tc.env, code, tc.code, stderr.String())
+		}
+		if tc.wantLine != "" {
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], tc.wantLine) {
+				t.Errorf("%v %v: stderr %q, want one line naming %s", tc.args, tc.env, stderr.String(), tc.wantLine)
+			}
+		}
+	}
+}
+
+// cleanEnv is this process's environment without the proxy's own variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AZURE_OPENAI_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

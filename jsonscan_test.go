@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// oracleModel is what encoding/json says about data's top-level "model".
+func oracleModel(data []byte) (value string, isString, found bool, ok bool) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil || m == nil {
+		return "", false, false, false
+	}
+	raw, found := m["model"]
+	if !found {
+		return "", false, false, true
+	}
+	// Unmarshal leaves a string untouched for null; a null model is not a string.
+	if err := json.Unmarshal(raw, &value); err != nil || string(raw) == "null" {
+		return "", false, true, true
+	}
+	return value, true, true, true
+}
+
+var scannerCases = []string{
+	`{"model":"gpt-4o"}`,
+	` {"messages":[{"role":"user","content":"{\"model\":\"x\"}"}],"model":"gpt-4o"} `,
+	`{"model":"\u0067pt-4"}`,
+	`{"mod\u0065l":"gpt-4"}`,
+	`{"model":"a","model":"b"}`,
+	`{"model":"a","model":1}`,
+	`{"model":1,"model":"a"}`,
+	`{"model":null}`,
+	`{"model":{"name":"gpt"}}`,
+	`{"Model":"gpt-4"}`,
+	`{"model":"gpt\ud83d\ude00"}`,
+	`{"model":"\ud800"}`,
+	"{\"model\":\"caf\xc3\xa9\"}",
+	"{\"model\":\"bad\xff\"}",
+	`{}`,
+	`{"a":[1,2,{"b":[true,false,null]}],"c":-0.5e+10,"model":"m"}`,
+	`{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":-}`, `{"a":1e}`, `{"a":+1}`,
+	`{"a":tru}`, `{"a":nul}`, `{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\n\"}",
+	`{"model":"gpt-4o"`, `{"model":"gpt-4o`, `{"model":`, `{"model"`, `{`, ``, `   `,
+	`{"model":"a"}{}`, `{"model":"a"},`, `{"model":"a"}]`, `[{"model":"a"}]`, `"model"`, `null`, `1`,
+	`{"a":[}`, `{"a":{]}`, `{"a":[1,]}`, `{"a":{"b":1,}}`, `{,}`, `{"a" 1}`, `{1:2}`,
+}
+
+func TestFindModelAgreesWithEncodingJSON(t *testing.T) {
+	for _, in := range scannerCases {
+		checkAgainstOracle(t, []byte(in))
+	}
+}
+
+func checkAgainstOracle(t *testing.T, data []byte) {
+	t.Helper()
+	f, err := findModel(data)
+	want, wantString, wantFound, wantOK := oracleModel(data)
+	if (err == nil) != wantOK {
+		t.Fatalf("%q: findModel err = %v, encoding/json ok = %v", data, err, wantOK)
+	}
+	if err != nil {
+		return
+	}
+	if f.found != wantFound || f.isString != wantString || f.value != want {
+		t.Fatalf("%q: findModel = %+v, encoding/json = %q string=%v found=%v", data, f, want, wantString, wantFound)
+	}
+	if f.found {
+		var raw json.RawMessage
+		if json.Unmarshal(data[f.start:f.end], &raw) != nil {
+			t.Fatalf("%q: offsets [%d:%d] do not hold one JSON value", data, f.start, f.end)
+		}
+	}
+}
+
+func TestFindModelOffsets(t *testing.T) {
+	in := `{"x":1, "model" : "gpt-4o" }`
+	f, err := findModel([]byte(in))
+	if err != nil || in[f.start:f.end] != `"gpt-4o"` {
+		t.Fatalf("offsets [%d:%d] = %q, %v", f.start, f.end, in[f.start:f.end], err)
+	}
+}
+
+func TestFindModelNestingLimit(t *testing.T) {
+	for _, depth := range []int{9999, 10000, 10001} {
+		// The top-level object counts as one level, as in encoding/json.
+		in := `{"a":` + strings.Repeat("[", depth-1) + strings.Repeat("]", depth-1) + `,"model":"m"}`
+		checkAgainstOracle(t, []byte(in))
+	}
+}
+
+func FuzzFindModel(f *testing.F) {
+	for _, in := range scannerCases {
+		f.Add([]byte(in))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkAgainstOracle(t, data)
+	})
+}

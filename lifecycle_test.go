@@ -1,0 +1,364 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// failsafe bounds waits that only time out when the proxy is broken; no test
+// here measures time.
+const failsafe = 20 * time.Second
+
+// steppedStream is a fake Azure stream that sends one event, flushes, and
+// waits for the test to say it has read that event before sending the next.
+// A proxy that buffered events would leave the test waiting forever.
+type steppedStream struct {
+	events  []string
+	ack     chan struct{}
+	started chan struct{}
+}
+
+func newSteppedStream(events ...string) *steppedStream {
+	return &steppedStream{events: events, ack: make(chan struct{}), started: make(chan struct{}, 1)}
+}
+
+func (s *steppedStream) serve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("apim-request-id", "stream-1")
+	s.started <- struct{}{}
+	for _, ev := range s.events {
+		fmt.Fprint(w, ev)
+		w.(http.Flusher).Flush()
+		select {
+		case <-s.ack:
+		case <-r.Context().Done():
+			return
+		case <-time.After(failsafe):
+			return
+		}
+	}
+}
+
+// readEvent reads one server-sent event (through its blank line) or fails.
+func readEvent(t *testing.T, r *bufio.Reader) string {
+	t.Helper()
+	got := make(chan string, 1)
+	go func() {
+		var ev strings.Builder
+		for {
+			line, err := r.ReadString('\n')
+			ev.WriteString(line)
+			if err != nil || line == "\n" {
+				got <- ev.String()
+				return
+			}
+		}
+	}()
+	select {
+	case ev := <-got:
+		return ev
+	case <-time.After(failsafe):
+		t.Fatal("no event arrived: the proxy is holding the stream back")
+		return ""
+	}
+}
+
+func TestStreamDeliveredEventByEvent(t *testing.T) {
+	events := []string{
+		"data: {\"choices\":[],\"prompt_filter_results\":[]}\n\n",
+		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+		"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
+		"data: [DONE]\n\n",
+	}
+	stream := newSteppedStream(events...)
+	fake := newFakeAzure(t, fakeTLS, stream.serve)
+	p := startProxy(t, fake, nil)
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type = %q", ct)
+	}
+	r := bufio.NewReader(resp.Body)
+	for i, want := range events {
+		if got := readEvent(t, r); got != want {
+			t.Fatalf("event %d = %q, want %q", i, got, want)
+		}
+		stream.ack <- struct{}{}
+	}
+	if rest, _ := io.ReadAll(r); len(rest) != 0 {
+		t.Errorf("extra bytes after the stream: %q", rest)
+	}
+}
+
+func TestClientGoneCancelsUpstream(t *testing.T) {
+	upstreamDone := make(chan struct{})
+	fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {}\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			close(upstreamDone)
+		case <-time.After(failsafe):
+		}
+	})
+	p := startProxy(t, fake, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readEvent(t, bufio.NewReader(resp.Body))
+	cancel()
+	resp.Body.Close()
+	select {
+	case <-upstreamDone:
+	case <-time.After(failsafe):
+		t.Fatal("the upstream request was not cancelled after the client went away")
+	}
+	waitForLog(t, p, "status=499")
+}
+
+func waitForLog(t *testing.T, p *testProxy, want string) {
+	t.Helper()
+	deadline := time.Now().Add(failsafe)
+	for !strings.Contains(p.logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log never contained %q:\n%s", want, p.logs)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestAzureUnreachable502(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	p := startProxy(t, nil, map[string]string{"AZURE_OPENAI_ENDPOINT": "https://" + addr})
+	resp, body := p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d %s, want 502", resp.StatusCode, body)
+	}
+	msg, errType, _, code := openAIError(t, body)
+	if !strings.Contains(msg, addr) || !strings.Contains(msg, "connection refused") {
+		t.Errorf("message %q should name the endpoint host and the reason", msg)
+	}
+	if errType != typeServer || code == nil || *code != "upstream_unreachable" {
+		t.Errorf("type %q code %v", errType, code)
+	}
+	if strings.Contains(string(body), testKey) {
+		t.Error("the key is in the error body")
+	}
+}
+
+func TestUntrustedCertificate502(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, nil, map[string]string{"AZURE_OPENAI_ENDPOINT": fake.URL}) // no CA file
+	resp, body := p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	msg, _, _, _ := openAIError(t, body)
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(msg, "certificate") {
+		t.Fatalf("got %d %q, want 502 naming the certificate problem", resp.StatusCode, msg)
+	}
+}
+
+func TestSlowAzure504(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(failsafe):
+		}
+	})
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "200ms"})
+	resp, body := p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("status %d %s, want 504", resp.StatusCode, body)
+	}
+	msg, _, _, code := openAIError(t, body)
+	if code == nil || *code != "upstream_timeout" || !strings.Contains(msg, "200ms") {
+		t.Errorf("code %v message %q", code, msg)
+	}
+}
+
+// The upstream timeout bounds only the wait for headers: a stream that
+// outlives it is not cut.
+func TestUpstreamTimeoutDoesNotCutStreams(t *testing.T) {
+	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n")
+	fake := newFakeAzure(t, fakeTLS, stream.serve)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "50ms"})
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
+	req.Header.Set("Api-Key", testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	readEvent(t, r)
+	time.Sleep(150 * time.Millisecond) // longer than the header timeout, between two events
+	stream.ack <- struct{}{}
+	if got := readEvent(t, r); got != "data: 2\n\n" {
+		t.Fatalf("second event = %q", got)
+	}
+	stream.ack <- struct{}{}
+}
+
+func TestShutdownLetsStreamsFinish(t *testing.T) {
+	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n")
+	fake := newFakeAzure(t, fakeTLS, stream.serve)
+	p := startProxy(t, fake, nil)
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
+	req.Header.Set("Api-Key", testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	readEvent(t, r)
+	p.stop() // as SIGTERM does
+	waitForLog(t, p, "msg=draining")
+	if _, err := net.Dial("tcp", strings.TrimPrefix(p.URL, "http://")); err == nil {
+		t.Error("the listener still accepts connections while draining")
+	}
+	for _, want := range []string{"data: 2\n\n", "data: [DONE]\n\n"} {
+		stream.ack <- struct{}{}
+		if got := readEvent(t, r); got != want {
+			t.Fatalf("event = %q, want %q", got, want)
+		}
+	}
+	stream.ack <- struct{}{}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("run returned %v", p.err)
+		}
+	case <-time.After(failsafe):
+		t.Fatal("run did not return after the stream finished")
+	}
+}
+
+func TestShutdownTimeoutClosesStuckStreams(t *testing.T) {
+	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n")
+	fake := newFakeAzure(t, fakeTLS, stream.serve)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT": "100ms"})
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
+	req.Header.Set("Api-Key", testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	readEvent(t, bufio.NewReader(resp.Body))
+	p.stop()
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("run returned %v", p.err)
+		}
+	case <-time.After(failsafe):
+		t.Fatal("run did not return after the shutdown timeout")
+	}
+}
+
+func TestReadinessTurns503WhileDraining(t *testing.T) {
+	var ready atomic.Bool
+	ready.Store(true)
+	cfg, err := loadConfig(options{listen: ":0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHandler(cfg, newLogger("text", io.Discard), &ready)
+	for _, step := range []struct {
+		ready  bool
+		path   string
+		status int
+	}{{true, "/readyz", 200}, {true, "/healthz", 200}, {false, "/readyz", 503}, {false, "/healthz", 200}} {
+		ready.Store(step.ready)
+		rec := newRecorder()
+		h.ServeHTTP(rec, mustRequest("GET", step.path))
+		if rec.Code != step.status {
+			t.Errorf("ready=%v %s = %d, want %d", step.ready, step.path, rec.Code, step.status)
+		}
+	}
+}
+
+// TestSIGTERMMidStream runs the real binary (this test binary as main) and
+// sends it SIGTERM while a stream is open.
+func TestSIGTERMMidStream(t *testing.T) {
+	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n")
+	fake := newFakeAzure(t, fakeTLS, stream.serve)
+	cmd := exec.Command(os.Args[0], "-listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(),
+		"AZURE_OPENAI_PROXY_TEST_AS_MAIN=1",
+		"AZURE_OPENAI_ENDPOINT="+fake.URL,
+		"AZURE_OPENAI_PROXY_CA_FILE="+fake.caFile(t),
+	)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := bufio.NewReader(stderr)
+	var addr string
+	for addr == "" {
+		line, err := logs.ReadString('\n')
+		if err != nil {
+			t.Fatalf("child exited before listening: %v", err)
+		}
+		if m := listenLine.FindStringSubmatch(line); m != nil {
+			addr = m[1]
+		}
+	}
+	go io.Copy(io.Discard, logs)
+
+	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	readEvent(t, r)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"data: 2\n\n", "data: [DONE]\n\n"} {
+		stream.ack <- struct{}{}
+		if got := readEvent(t, r); got != want {
+			t.Fatalf("after SIGTERM, event = %q, want %q", got, want)
+		}
+	}
+	stream.ack <- struct{}{}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("process exited with %v, want status 0", err)
+		}
+	case <-time.After(failsafe):
+		t.Fatal("process did not exit after its last stream finished")
+	}
+}

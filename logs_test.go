@@ -1,0 +1,102 @@
+package main
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestKeyNeverLogged drives every kind of outcome with the key in every place
+// a client may put it, and checks that neither the key nor a body reaches the log.
+func TestKeyNeverLogged(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		t.Run(format, func(t *testing.T) {
+			fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
+				if strings.Contains(r.URL.Path, "fail") {
+					w.WriteHeader(500)
+				}
+				w.Write([]byte(`{"ok":true}`))
+			})
+			p := startProxy(t, fake, map[string]string{
+				"AZURE_OPENAI_PROXY_LOG_FORMAT": format,
+				"AZURE_OPENAI_PROXY_MAX_BODY":   "200",
+			})
+			const bodySecret = "BODY-CONTENT-must-not-be-logged"
+			bearer := http.Header{"Authorization": {"Bearer " + testKey}, "Cookie": {"k=" + testKey}}
+			apiKey := http.Header{"Api-Key": {testKey}}
+			p.do(t, "POST", "/v1/chat/completions", bearer, []byte(`{"model":"gpt-4o","messages":"`+bodySecret+`"}`))
+			p.do(t, "POST", "/v1/chat/completions", apiKey, []byte(`{"model":"../`+bodySecret+`"}`))
+			p.do(t, "POST", "/v1/chat/completions", apiKey, []byte(`{"model":`+bodySecret))
+			p.do(t, "POST", "/v1/embeddings", apiKey, []byte(`{"model":"gpt-4o","input":"`+strings.Repeat(bodySecret, 10)+`"}`))
+			p.do(t, "GET", "/v1/files/fail?api-key="+testKey, apiKey, nil)
+			p.do(t, "POST", "/v1/responses", bearer, []byte(`{"model":"x","input":"`+bodySecret+`"}`))
+			p.do(t, "GET", "/v1/nowhere", bearer, nil)
+			p.do(t, "OPTIONS", "/v1/chat/completions", bearer, nil)
+
+			down := startProxy(t, nil, map[string]string{"AZURE_OPENAI_ENDPOINT": "https://" + closedAddr(t), "AZURE_OPENAI_PROXY_LOG_FORMAT": format})
+			down.do(t, "POST", "/v1/chat/completions", bearer, []byte(`{"model":"gpt-4o"}`))
+
+			for _, logs := range []string{p.logs.String(), down.logs.String()} {
+				if strings.Contains(logs, testKey) || strings.Contains(logs, "SECRET") {
+					t.Errorf("the key reached the log:\n%s", logs)
+				}
+				if strings.Contains(logs, bodySecret) {
+					t.Errorf("a request body reached the log:\n%s", logs)
+				}
+			}
+			if format == "json" {
+				for _, line := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+					if !json.Valid([]byte(line)) {
+						t.Errorf("not a JSON log line: %s", line)
+					}
+				}
+			}
+			if want := "gpt-4o"; !strings.Contains(p.logs.String(), want) {
+				t.Errorf("access log lacks the model")
+			}
+		})
+	}
+}
+
+func TestAccessLogLine(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=prod4o", "AZURE_OPENAI_PROXY_LOG_FORMAT": "json"})
+	p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	var line map[string]any
+	for _, l := range strings.Split(p.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := map[string]any{"method": "POST", "path": "/v1/chat/completions", "model": "gpt-4o",
+		"deployment": "prod4o", "status": float64(200), "apim_request_id": "apim-123",
+		"bytes": float64(len(`{"id":"chatcmpl-1","object":"chat.completion"}`))}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("log %s = %v, want %v (line %v)", k, line[k], v, line)
+		}
+	}
+	if _, ok := line["duration"]; !ok {
+		t.Errorf("log lacks duration: %v", line)
+	}
+	start := p.logs.String()
+	for _, want := range []string{`"msg":"azure-openai-proxy started"`, `"models":"gpt-4o"`, `"api_version":"2024-10-21"`, `"preview_api_version":"2025-04-01-preview"`} {
+		if !strings.Contains(start, want) {
+			t.Errorf("start-up line lacks %s", want)
+		}
+	}
+}
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
