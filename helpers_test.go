@@ -197,6 +197,21 @@ func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...st
 	return p
 }
 
+// shutdown stops the proxy as SIGTERM would and waits until it has drained,
+// so that every request's log line has been written.
+func (p *testProxy) shutdown(t *testing.T) {
+	t.Helper()
+	p.stop()
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Fatalf("run returned %v", p.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("proxy did not stop")
+	}
+}
+
 // do sends a request to the proxy and returns status, headers and body.
 func (p *testProxy) do(t *testing.T, method, path string, header http.Header, body []byte) (*http.Response, []byte) {
 	t.Helper()

@@ -38,6 +38,8 @@ func TestKeyNeverLogged(t *testing.T) {
 			down := startProxy(t, nil, map[string]string{"AZURE_OPENAI_ENDPOINT": "https://" + closedAddr(t), "AZURE_OPENAI_PROXY_LOG_FORMAT": format})
 			down.do(t, "POST", "/v1/chat/completions", bearer, []byte(`{"model":"gpt-4o"}`))
 
+			p.shutdown(t)
+			down.shutdown(t)
 			for _, logs := range []string{p.logs.String(), down.logs.String()} {
 				if strings.Contains(logs, testKey) || strings.Contains(logs, "SECRET") {
 					t.Errorf("the key reached the log:\n%s", logs)
@@ -64,6 +66,7 @@ func TestAccessLogLine(t *testing.T) {
 	fake := newFakeAzure(t, fakeTLS, nil)
 	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=prod4o", "AZURE_OPENAI_PROXY_LOG_FORMAT": "json"})
 	p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	p.shutdown(t) // the line is written after the client has its answer
 	var line map[string]any
 	for _, l := range strings.Split(p.logs.String(), "\n") {
 		if strings.Contains(l, `"msg":"request"`) {

@@ -1,0 +1,18 @@
+# Build: docker build -t azure-openai-proxy .
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod ./
+COPY *.go ./
+# Static binary: the final image has no libc.
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/azure-openai-proxy .
+
+FROM scratch
+# Go reads this file for the roots that verify Azure's certificate.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+COPY --from=build /out/azure-openai-proxy /azure-openai-proxy
+USER 65532:65532
+EXPOSE 8080
+# No shell or curl in scratch: the binary checks its own /healthz
+# (at AZURE_OPENAI_PROXY_ADDRESS if you set one).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 CMD ["/azure-openai-proxy", "-healthcheck"]
+ENTRYPOINT ["/azure-openai-proxy"]
