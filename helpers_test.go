@@ -36,6 +36,7 @@ type recordedRequest struct {
 	Path       string // decoded
 	EscapedURI string // path and query exactly as sent
 	Query      string
+	Host       string
 	Header     http.Header
 	Body       []byte
 	ProtoMajor int
@@ -70,7 +71,7 @@ func newFakeAzure(t *testing.T, mode fakeMode, handler http.HandlerFunc) *fakeAz
 		body, _ := io.ReadAll(r.Body)
 		f.mu.Lock()
 		f.requests = append(f.requests, recordedRequest{
-			Method: r.Method, Path: r.URL.Path, EscapedURI: r.RequestURI, Query: r.URL.RawQuery,
+			Method: r.Method, Path: r.URL.Path, EscapedURI: r.RequestURI, Query: r.URL.RawQuery, Host: r.Host,
 			Header: r.Header.Clone(), Body: body, ProtoMajor: r.ProtoMajor,
 		})
 		f.mu.Unlock()
@@ -202,6 +203,12 @@ func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...st
 func (p *testProxy) shutdown(t *testing.T) {
 	t.Helper()
 	p.stop()
+	p.waitStopped(t)
+}
+
+// waitStopped waits for run to return, and fails if it returned an error.
+func (p *testProxy) waitStopped(t *testing.T) {
+	t.Helper()
 	select {
 	case <-p.done:
 		if p.err != nil {

@@ -84,17 +84,10 @@ func TestStreamDeliveredEventByEvent(t *testing.T) {
 	stream := newSteppedStream(events...)
 	fake := newFakeAzure(t, fakeTLS, stream.serve)
 	p := startProxy(t, fake, nil)
-	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp, r := p.openStream(t, context.Background())
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Fatalf("Content-Type = %q", ct)
 	}
-	r := bufio.NewReader(resp.Body)
 	for i, want := range events {
 		if got := readEvent(t, r); got != want {
 			t.Fatalf("event %d = %q, want %q", i, got, want)
@@ -120,13 +113,8 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 	})
 	p := startProxy(t, fake, nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readEvent(t, bufio.NewReader(resp.Body))
+	resp, r := p.openStream(t, ctx)
+	readEvent(t, r)
 	cancel()
 	resp.Body.Close()
 	select {
@@ -135,6 +123,24 @@ func TestClientGoneCancelsUpstream(t *testing.T) {
 		t.Fatal("the upstream request was not cancelled after the client went away")
 	}
 	waitForLog(t, p, "status=499")
+}
+
+// openStream starts a streamed chat completion through the proxy.
+func (p *testProxy) openStream(t *testing.T, ctx context.Context) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	return openStreamAt(t, ctx, p.URL)
+}
+
+func openStreamAt(t *testing.T, ctx context.Context, baseURL string) (*http.Response, *bufio.Reader) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "POST", baseURL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp, bufio.NewReader(resp.Body)
 }
 
 func waitForLog(t *testing.T, p *testProxy, want string) {
@@ -206,14 +212,7 @@ func TestUpstreamTimeoutDoesNotCutStreams(t *testing.T) {
 	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n")
 	fake := newFakeAzure(t, fakeTLS, stream.serve)
 	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "50ms"})
-	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
-	req.Header.Set("Api-Key", testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
+	_, r := p.openStream(t, context.Background())
 	readEvent(t, r)
 	time.Sleep(150 * time.Millisecond) // longer than the header timeout, between two events
 	stream.ack <- struct{}{}
@@ -227,14 +226,7 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n")
 	fake := newFakeAzure(t, fakeTLS, stream.serve)
 	p := startProxy(t, fake, nil)
-	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
-	req.Header.Set("Api-Key", testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
+	_, r := p.openStream(t, context.Background())
 	readEvent(t, r)
 	p.stop() // as SIGTERM does
 	waitForLog(t, p, "msg=draining")
@@ -248,37 +240,17 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 		}
 	}
 	stream.ack <- struct{}{}
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Fatalf("run returned %v", p.err)
-		}
-	case <-time.After(failsafe):
-		t.Fatal("run did not return after the stream finished")
-	}
+	p.waitStopped(t)
 }
 
 func TestShutdownTimeoutClosesStuckStreams(t *testing.T) {
 	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n")
 	fake := newFakeAzure(t, fakeTLS, stream.serve)
 	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT": "100ms"})
-	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o"}`))
-	req.Header.Set("Api-Key", testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	readEvent(t, bufio.NewReader(resp.Body))
+	_, r := p.openStream(t, context.Background())
+	readEvent(t, r)
 	p.stop()
-	select {
-	case <-p.done:
-		if p.err != nil {
-			t.Fatalf("run returned %v", p.err)
-		}
-	case <-time.After(failsafe):
-		t.Fatal("run did not return after the shutdown timeout")
-	}
+	p.waitStopped(t)
 }
 
 func TestReadinessTurns503WhileDraining(t *testing.T) {
@@ -332,14 +304,7 @@ func TestSIGTERMMidStream(t *testing.T) {
 	}
 	go io.Copy(io.Discard, logs)
 
-	req, _ := http.NewRequest("POST", "http://"+addr+"/v1/chat/completions", strings.NewReader(`{"model":"gpt-4o","stream":true}`))
-	req.Header.Set("Authorization", "Bearer "+testKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	r := bufio.NewReader(resp.Body)
+	_, r := openStreamAt(t, context.Background(), "http://"+addr)
 	readEvent(t, r)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
