@@ -109,8 +109,8 @@ func TestPassthroughRoutes(t *testing.T) {
 	}{
 		{"files list keeps the client's query", "GET", "/v1/files?purpose=batch&limit=2", "", "",
 			"/openai/files?purpose=batch&limit=2&api-version=2024-10-21", ""},
-		{"file content, escaping kept", "GET", "/v1/files/file-a%2Fb/content", "", "",
-			"/openai/files/file-a%2Fb/content?api-version=2024-10-21", ""},
+		{"file content, escaping kept", "GET", "/v1/files/file%3Aa%20b/content", "", "",
+			"/openai/files/file%3Aa%20b/content?api-version=2024-10-21", ""},
 		{"files without /v1", "DELETE", "/files/file-1", "", "",
 			"/openai/files/file-1?api-version=2024-10-21", ""},
 		{"batches", "POST", "/v1/batches", "application/json", `{"input_file_id":"file-1","endpoint":"/chat/completions","completion_window":"24h"}`,
@@ -276,6 +276,7 @@ func TestBadInputAnsweredLocally(t *testing.T) {
 		{"root", "GET", "/", auth, "", 404, "unknown_url"},
 		{"dot segments", "GET", "/v1/files/../../admin", auth, "", 400, "invalid_path"},
 		{"encoded dot segments", "GET", "/v1/files/%2e%2e/x", auth, "", 400, "invalid_path"},
+		{"encoded slashes", "GET", "/v1/files/..%2f..%2fmanagement", auth, "", 400, "invalid_path"},
 		{"GET on a deployment route", "GET", "/v1/chat/completions", auth, "", 405, "method_not_allowed"},
 		{"body too large", "POST", "/v1/chat/completions", auth, `{"model":"gpt-4o","x":"` + strings.Repeat("a", 1000) + `"}`, 413, "request_too_large"},
 		{"unknown model id", "GET", "/v1/models/gpt-5", auth, "", 404, "model_not_found"},

@@ -77,8 +77,9 @@ func passthroughFamily(first string) (family apiFamily, withoutV1 bool) {
 }
 
 // resolveRoute maps the request's escaped path to a route. It rejects dot
-// segments, empty segments and bad escapes so that no client path can climb
-// out of /openai/ upstream.
+// segments, empty segments, bad escapes, and encoded slashes, backslashes and
+// control characters (which a server or gateway upstream might decode into a
+// dot segment), so that no client path can climb out of /openai/ upstream.
 func resolveRoute(escapedPath string) (route, *apiError) {
 	rest, hasV1 := strings.CutPrefix(escapedPath, "/v1/")
 	if !hasV1 {
@@ -92,6 +93,8 @@ func resolveRoute(escapedPath string) (route, *apiError) {
 			return route{}, badRequest("invalid_path", "", "The request path has an invalid escape sequence.")
 		case s == "." || s == "..":
 			return route{}, badRequest("invalid_path", "", "The request path may not contain '.' or '..' segments.")
+		case strings.ContainsFunc(s, func(r rune) bool { return r == '/' || r == '\\' || r < 0x20 || r == 0x7f }):
+			return route{}, badRequest("invalid_path", "", "The request path may not contain encoded slashes, backslashes or control characters.")
 		case s == "":
 			return route{}, notFound(escapedPath)
 		}

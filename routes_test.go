@@ -16,7 +16,12 @@ func TestResolveRoute(t *testing.T) {
 		{"/v1/audio/speech", route{kind: routeDeployment, op: "audio/speech", family: apiPreview}, 0},
 		{"/images/edits", route{kind: routeDeployment, op: "images/edits", family: apiPreview}, 0},
 		{"/v1/engines/gpt-4/completions", route{kind: routeEngine, op: "completions", model: "gpt-4"}, 0},
-		{"/v1/engines/a%2Fb/completions", route{kind: routeEngine, op: "completions", model: "a/b"}, 0},
+		{"/v1/engines/a%2Fb/completions", route{}, 400},
+		{"/v1/files/..%2F..%2Fadmin", route{}, 400},
+		{"/v1/files/..%5C..%5Cadmin", route{}, 400},
+		{"/v1/files/a\\b", route{}, 400},
+		{"/v1/files/a%00", route{}, 400},
+		{"/v1/files/file%20a", route{kind: routePassthrough, op: "files/file%20a"}, 0},
 		{"/v1/engines/gpt-4/search", route{}, 404},
 		{"/v1/engines/gpt-4", route{}, 404},
 		{"/v1/models", route{kind: routeModelList}, 0},
@@ -28,7 +33,7 @@ func TestResolveRoute(t *testing.T) {
 		{"/realtime/sessions", route{}, 404},
 		{"/v1/moderations", route{kind: routePassthrough, op: "moderations"}, 0},
 		{"/moderations", route{}, 404},
-		{"/v1/chat%2Fcompletions", route{kind: routePassthrough, op: "chat%2Fcompletions"}, 0},
+		{"/v1/chat%2Fcompletions", route{}, 400},
 		{"/v1", route{}, 404},
 		{"/v1/", route{}, 404},
 		{"/", route{}, 404},
@@ -69,7 +74,7 @@ func TestWithAPIVersion(t *testing.T) {
 
 func TestUpstreamURLKeepsPrefixAndEscaping(t *testing.T) {
 	for _, tc := range []struct{ endpoint, suffix, want string }{
-		{"https://r.openai.azure.com", "/openai/files/a%2Fb", "https://r.openai.azure.com/openai/files/a%2Fb?api-version=V"},
+		{"https://r.openai.azure.com", "/openai/files/a%20b", "https://r.openai.azure.com/openai/files/a%20b?api-version=V"},
 		{"https://gw.example.com/team%20a/aoai", "/openai/deployments/d/embeddings", "https://gw.example.com/team%20a/aoai/openai/deployments/d/embeddings?api-version=V"},
 	} {
 		ep, _ := parseEndpoint(tc.endpoint + "/")
