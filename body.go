@@ -60,19 +60,19 @@ func isJSON(contentType string) bool {
 
 // modelFromBody returns the model a deployment route's body names: the
 // multipart field "model", or the JSON body's top-level "model".
-func modelFromBody(contentType string, body []byte) (string, *apiError) {
+func modelFromBody(contentType string, body []byte) ([]byte, *apiError) {
 	if boundary, ok := isMultipart(contentType); ok {
 		return modelFromMultipart(body, boundary)
 	}
 	field, err := findModel(body)
 	switch {
 	case err != nil:
-		return "", badRequest("invalid_json", "",
+		return nil, badRequest("invalid_json", "",
 			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
 	case !field.found:
-		return "", missingModel()
+		return nil, missingModel()
 	case !field.isString:
-		return "", badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
+		return nil, badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
 	}
 	return field.value, nil
 }
@@ -82,33 +82,33 @@ const maxMultipartModel = 256
 
 // modelFromMultipart reads the form field "model", which clients often send
 // after the file: the parts before it are skipped, never copied.
-func modelFromMultipart(body []byte, boundary string) (string, *apiError) {
+func modelFromMultipart(body []byte, boundary string) ([]byte, *apiError) {
 	if boundary == "" {
-		return "", badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
+		return nil, badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
-			return "", missingModel()
+			return nil, missingModel()
 		}
 		if err != nil {
-			return "", badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+			return nil, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
 		}
 		if part.FormName() != "model" || part.FileName() != "" {
 			continue
 		}
 		value, err := io.ReadAll(io.LimitReader(part, maxMultipartModel+1))
 		if err != nil {
-			return "", badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+			return nil, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
 		}
 		if len(value) > maxMultipartModel {
-			return "", invalidModel(string(value))
+			return nil, invalidModel(string(value))
 		}
 		if len(value) == 0 {
-			return "", missingModel()
+			return nil, missingModel()
 		}
-		return string(value), nil
+		return value, nil
 	}
 }
 

@@ -90,7 +90,7 @@ func TestBodyTooLargeEndToEnd(t *testing.T) {
 
 func TestModelFromMultipart(t *testing.T) {
 	body, ct := multipartBody(t, 100, "model", "whisper-1")
-	if m, e := modelFromBody(ct, body); e != nil || m != "whisper-1" {
+	if m, e := modelFromBody(ct, body); e != nil || string(m) != "whisper-1" {
 		t.Errorf("model after file = %q, %v", m, e)
 	}
 	body, ct = multipartBody(t, 100, "model", strings.Repeat("w", 300))

@@ -95,7 +95,7 @@ func TestConfigDefaultsAndParsing(t *testing.T) {
 		strings.Join(cfg.CORSOrigins, ",") != "*" || cfg.LogFormat != "text" || cfg.UpstreamProxy != nil {
 		t.Errorf("defaults: %+v", cfg)
 	}
-	if d, _ := cfg.Models.deployment("gpt-3.5-turbo"); d != "gpt-35-turbo" || strings.Join(cfg.Models.models, ",") != "gpt-3.5-turbo,gpt-4" {
+	if d, _ := cfg.Models.deployment([]byte("gpt-3.5-turbo")); d != "gpt-35-turbo" || strings.Join(cfg.Models.models, ",") != "gpt-3.5-turbo,gpt-4" {
 		t.Errorf("mapper: %+v", cfg.Models)
 	}
 	if d, err := parseDuration(mapEnv(map[string]string{"X": "90"}), "X"); err != nil || d != 90*time.Second {

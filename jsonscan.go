@@ -1,15 +1,17 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"unicode/utf8"
 )
 
 // modelField is the top-level "model" member of a JSON object, as found by findModel.
 type modelField struct {
 	found    bool
 	isString bool
-	value    string // decoded, when isString
+	value    []byte // decoded, when isString: a slice of the body unless it held escapes
 	start    int    // byte offset of the value (its opening quote, for a string)
 	end      int    // byte offset just past the value
 }
@@ -46,11 +48,11 @@ func findModel(data []byte) (modelField, error) {
 			return f, s.errorf("expected a string key")
 		}
 		keyStart := s.pos
-		keyNeedsDecode, err := s.skipString()
+		keyEscaped, err := s.skipString()
 		if err != nil {
 			return f, err
 		}
-		isModel := isModelKey(data[keyStart:s.pos], keyNeedsDecode)
+		isModel := isModelKey(data[keyStart:s.pos], keyEscaped)
 		s.skipSpace()
 		if !s.consume(':') {
 			return f, s.errorf("expected ':' after object key")
@@ -58,12 +60,12 @@ func findModel(data []byte) (modelField, error) {
 		s.skipSpace()
 		valueStart := s.pos
 		if isModel && s.peek() == '"' {
-			needsDecode, err := s.skipString()
+			escaped, err := s.skipString()
 			if err != nil {
 				return f, err
 			}
 			f = modelField{found: true, isString: true, start: valueStart, end: s.pos,
-				value: decodeJSONString(data[valueStart:s.pos], needsDecode)}
+				value: decodeJSONString(data[valueStart:s.pos], escaped)}
 		} else {
 			if err := s.skipValue(1); err != nil {
 				return f, err
@@ -83,25 +85,27 @@ func findModel(data []byte) (modelField, error) {
 	}
 }
 
-func isModelKey(quoted []byte, needsDecode bool) bool {
-	if !needsDecode {
+func isModelKey(quoted []byte, escaped bool) bool {
+	if !escaped {
 		return string(quoted) == `"model"`
 	}
-	return decodeJSONString(quoted, true) == "model"
+	return string(decodeJSONString(quoted, true)) == "model"
 }
 
-// decodeJSONString unquotes a valid JSON string literal. Strings with escapes or
-// non-ASCII bytes are rare in keys and model names; they take encoding/json's
-// path so that invalid UTF-8 and lone surrogates decode exactly as it does.
-func decodeJSONString(quoted []byte, needsDecode bool) string {
-	if !needsDecode {
-		return string(quoted[1 : len(quoted)-1])
+// decodeJSONString unquotes a valid JSON string literal. A plain one is its
+// own bytes, without a copy; escapes and invalid UTF-8 are rare in keys and
+// model names, and take encoding/json's path so that they decode exactly as it
+// decodes them.
+func decodeJSONString(quoted []byte, escaped bool) []byte {
+	inner := quoted[1 : len(quoted)-1]
+	if !escaped && utf8.Valid(inner) {
+		return inner
 	}
 	var s string
 	if err := json.Unmarshal(quoted, &s); err != nil {
-		return "" // unreachable: the scanner has validated the literal
+		return nil // unreachable: the scanner has validated the literal
 	}
-	return s
+	return []byte(s)
 }
 
 type jsonScanner struct {
@@ -151,53 +155,82 @@ func (s *jsonScanner) atEnd() error {
 }
 
 // skipString moves past the string literal at s.pos, validating it, and
-// reports whether decoding it needs more than a copy (escapes or non-ASCII).
-func (s *jsonScanner) skipString() (needsDecode bool, err error) {
+// reports whether it holds escapes. Runs of plain bytes, which is most of a
+// chat body, are skipped eight at a time.
+func (s *jsonScanner) skipString() (escaped bool, err error) {
 	data := s.data
 	i := s.pos + 1
-	for i < len(data) {
-		c := data[i]
-		switch {
-		case c == '"':
-			s.pos = i + 1
-			return needsDecode, nil
-		case c == '\\':
-			needsDecode = true
-			if i+1 >= len(data) {
-				s.pos = len(data)
-				return needsDecode, s.errorf("unterminated string")
-			}
-			switch data[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(data) {
-					s.pos = len(data)
-					return needsDecode, s.errorf("unterminated string")
+	for {
+		for i+8 <= len(data) && !specialInWord(binary.LittleEndian.Uint64(data[i:])) {
+			i += 8
+		}
+		// A special byte is within the next eight, or the data ends first.
+	bytewise:
+		for ; i < len(data); i++ {
+			switch c := data[i]; {
+			case c == '"':
+				s.pos = i + 1
+				return escaped, nil
+			case c == '\\':
+				escaped = true
+				n, err := s.escapeLen(i)
+				if err != nil {
+					return escaped, err
 				}
-				for _, h := range data[i+2 : i+6] {
-					if !isHex(h) {
-						s.pos = i
-						return needsDecode, s.errorf("invalid \\u escape in string")
-					}
-				}
-				i += 6
-			default:
+				i += n
+				break bytewise
+			case c < 0x20:
 				s.pos = i
-				return needsDecode, s.errorf("invalid escape in string")
+				return escaped, s.errorf("control character in string")
 			}
-		case c < 0x20:
-			s.pos = i
-			return needsDecode, s.errorf("control character in string")
-		default:
-			if c >= 0x80 {
-				needsDecode = true
-			}
-			i++
+		}
+		if i >= len(data) {
+			s.pos = len(data)
+			return escaped, s.errorf("unterminated string")
 		}
 	}
-	s.pos = len(data)
-	return needsDecode, s.errorf("unterminated string")
+}
+
+// escapeLen validates the escape sequence at data[i] ('\\') and returns its length.
+func (s *jsonScanner) escapeLen(i int) (int, error) {
+	data := s.data
+	if i+1 >= len(data) {
+		s.pos = len(data)
+		return 0, s.errorf("unterminated string")
+	}
+	switch data[i+1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2, nil
+	case 'u':
+		if i+6 > len(data) {
+			s.pos = len(data)
+			return 0, s.errorf("unterminated string")
+		}
+		for _, h := range data[i+2 : i+6] {
+			if !isHex(h) {
+				s.pos = i
+				return 0, s.errorf("invalid \\u escape in string")
+			}
+		}
+		return 6, nil
+	}
+	s.pos = i
+	return 0, s.errorf("invalid escape in string")
+}
+
+const (
+	lowBits  = 0x0101010101010101
+	highBits = 0x8080808080808080
+)
+
+// specialInWord reports whether any of the eight bytes in w is '"', '\\' or a
+// control character (< 0x20): the bytes that end a run of plain string bytes.
+// (v-lowBits)&^v&highBits is non-zero exactly when some byte of v is zero;
+// (w-lowBits*n)&^w&highBits, when some byte of w is below n.
+func specialInWord(w uint64) bool {
+	quote := w ^ (lowBits * '"')
+	backslash := w ^ (lowBits * '\\')
+	return ((quote-lowBits)&^quote|(backslash-lowBits)&^backslash|(w-lowBits*0x20)&^w)&highBits != 0
 }
 
 func isHex(c byte) bool {

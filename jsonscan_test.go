@@ -63,7 +63,7 @@ func checkAgainstOracle(t *testing.T, data []byte) {
 	if err != nil {
 		return
 	}
-	if f.found != wantFound || f.isString != wantString || f.value != want {
+	if f.found != wantFound || f.isString != wantString || string(f.value) != want {
 		t.Fatalf("%q: findModel = %+v, encoding/json = %q string=%v found=%v", data, f, want, wantString, wantFound)
 	}
 	if f.found {

@@ -45,11 +45,12 @@ func parseModelMapper(spec string) (*modelMapper, error) {
 
 // deployment returns the deployment for a model and whether the mapper knows it.
 // An unmapped model is its own deployment name: most deployments are named after their model.
-func (m *modelMapper) deployment(model string) (string, bool) {
-	if d, ok := m.deployments[model]; ok {
+// The model is bytes of the request body; a mapped one costs no allocation.
+func (m *modelMapper) deployment(model []byte) (string, bool) {
+	if d, ok := m.deployments[string(model)]; ok {
 		return d, true
 	}
-	return model, false
+	return string(model), false
 }
 
 // validDeploymentName reports whether name can be placed in the Azure URL path

@@ -14,11 +14,11 @@ func TestParseModelMapper(t *testing.T) {
 		t.Errorf("models = %v", m.models)
 	}
 	for model, want := range map[string]string{"gpt-3.5-turbo": "gpt-35-turbo", "gpt-4": "gpt4", "gpt-4o": "gpt-4o"} {
-		if got, _ := m.deployment(model); got != want {
+		if got, _ := m.deployment([]byte(model)); got != want {
 			t.Errorf("deployment(%q) = %q, want %q", model, got, want)
 		}
 	}
-	if _, mapped := m.deployment("gpt-4o"); mapped {
+	if _, mapped := m.deployment([]byte("gpt-4o")); mapped {
 		t.Error("an unmapped model reported as mapped")
 	}
 	if m, err := parseModelMapper(""); err != nil || len(m.models) != 0 {

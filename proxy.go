@@ -142,16 +142,16 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	var upstreamPath string
 	switch rt.kind {
 	case routeDeployment, routeEngine:
-		model := rt.model
+		model := []byte(rt.model)
 		if rt.kind == routeDeployment {
 			if model, e = modelFromBody(r.Header.Get("Content-Type"), body); e != nil {
 				return e
 			}
 		}
 		deployment, _ := h.cfg.Models.deployment(model)
-		entry.model, entry.deployment = model, deployment
+		entry.model, entry.deployment = string(model), deployment
 		if !validDeploymentName(deployment) {
-			return invalidModel(model)
+			return invalidModel(entry.model)
 		}
 		upstreamPath = "/openai/deployments/" + deployment + "/" + rt.op
 	case routePassthrough:
@@ -184,7 +184,7 @@ func (h *proxyHandler) mapBodyModel(body []byte, entry *accessEntry) ([]byte, *a
 		return body, nil
 	}
 	deployment, mapped := h.cfg.Models.deployment(field.value)
-	entry.model, entry.deployment = field.value, deployment
+	entry.model, entry.deployment = string(field.value), deployment
 	if !mapped {
 		return body, nil
 	}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// chatBody builds a chat request of about size bytes with model as the last
+// key, the worst case for finding it.
+func chatBody(size int) []byte {
+	var b bytes.Buffer
+	b.WriteString(`{"messages":[`)
+	turn := `{"role":"user","content":"` + strings.Repeat(`Explain the theory of relativity in simple terms, with \"examples\". `, 4) + `"},`
+	for b.Len() < size-200 {
+		b.WriteString(turn)
+	}
+	b.WriteString(`{"role":"user","content":"hi"}],"temperature":0.7,"max_tokens":256,"stream":false,"model":"gpt-4o"}`)
+	return b.Bytes()
+}
+
+// BenchmarkModelLookup finds the model in a chat body and maps it to its
+// deployment: what every request on a deployment route pays.
+func BenchmarkModelLookup(b *testing.B) {
+	mapper, err := parseModelMapper("gpt-4o=gpt4o-prod,gpt-4o-mini=mini")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, size := range []int{1 << 10, 1 << 20, 16 << 20} {
+		body := chatBody(size)
+		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				f, err := findModel(body)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if d, _ := mapper.deployment(f.value); d != "gpt4o-prod" {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkMultipartModel(b *testing.B) {
+	body, contentType := multipartBodyB(8<<20, "model", "whisper-1")
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if m, e := modelFromBody(contentType, body); e != nil || string(m) != "whisper-1" {
+			b.Fatal(m, e)
+		}
+	}
+}
+
+func multipartBodyB(fileSize int, fields ...string) ([]byte, string) {
+	var buf bytes.Buffer
+	boundary := "----bench-boundary-7MA4YWxkTrZu0gW"
+	buf.WriteString("--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
+	for i := range fileSize {
+		buf.WriteByte(byte(i*7 + i>>8))
+	}
+	buf.WriteString("\r\n")
+	for i := 0; i+1 < len(fields); i += 2 {
+		buf.WriteString("--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + fields[i] + "\"\r\n\r\n" + fields[i+1] + "\r\n")
+	}
+	buf.WriteString("--" + boundary + "--\r\n")
+	return buf.Bytes(), "multipart/form-data; boundary=" + boundary
+}
+
+// BenchmarkHandler sends chat requests through the whole handler to an
+// in-process upstream that answers at once.
+func BenchmarkHandler(b *testing.B) {
+	var upstreamBytes atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		upstreamBytes.Add(n)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"id":"chatcmpl-1","object":"chat.completion","choices":[]}`)
+	}))
+	defer upstream.Close()
+	cfg, err := loadConfig(options{listen: ":0"}, mapEnv(map[string]string{
+		"AZURE_OPENAI_ENDPOINT": upstream.URL, "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt4o-prod",
+	}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ready atomic.Bool
+	h := newHandler(cfg, newLogger("text", io.Discard), &ready)
+	for _, size := range []int{300, 1 << 20} {
+		body := chatBody(size)
+		b.Run(fmt.Sprintf("%dB", len(body)), func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest("POST", "/v1/chat/completions", bytes.NewReader(body))
+				r.Header.Set("Authorization", "Bearer k")
+				r.Header.Set("Content-Type", "application/json")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatal(w.Code, w.Body.String())
+				}
+			}
+		})
+	}
+}
