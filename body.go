@@ -11,10 +11,11 @@ import (
 	"strings"
 )
 
-// readBody buffers the request body, refusing one over limit bytes without
-// reading the rest: a declared Content-Length over the limit is refused
-// before any byte is read, a chunked body as soon as it passes the limit.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *apiError) {
+// readBody buffers the request body in a buffer from pool, refusing one over
+// limit bytes without reading the rest: a declared Content-Length over the
+// limit is refused before any byte is read, a chunked body as soon as it
+// passes the limit. The caller returns the buffer to the pool.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, pool *bodyPool) ([]byte, *apiError) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
@@ -25,10 +26,12 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *api
 	var buf []byte
 	var err error
 	if r.ContentLength > 0 {
-		buf = make([]byte, r.ContentLength)
-		_, err = io.ReadFull(body, buf)
+		buf = pool.get(int(r.ContentLength))
+		if _, err = io.ReadFull(body, buf); err != nil {
+			pool.put(buf)
+		}
 	} else {
-		buf, err = io.ReadAll(body)
+		buf, err = pool.readAll(body)
 	}
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

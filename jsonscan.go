@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -155,40 +156,59 @@ func (s *jsonScanner) atEnd() error {
 }
 
 // skipString moves past the string literal at s.pos, validating it, and
-// reports whether it holds escapes. Runs of plain bytes, which is most of a
-// chat body, are skipped eight at a time.
+// reports whether it holds escapes. Plain bytes, most of a chat body, are
+// skipped eight at a time; the first special byte of a word is located from
+// its mask without a byte loop.
 func (s *jsonScanner) skipString() (escaped bool, err error) {
 	data := s.data
 	i := s.pos + 1
-	for {
-		for i+8 <= len(data) && !specialInWord(binary.LittleEndian.Uint64(data[i:])) {
+	for i+8 <= len(data) {
+		mask := specialMask(binary.LittleEndian.Uint64(data[i:]))
+		if mask == 0 {
 			i += 8
+			continue
 		}
-		// A special byte is within the next eight, or the data ends first.
-	bytewise:
-		for ; i < len(data); i++ {
-			switch c := data[i]; {
-			case c == '"':
-				s.pos = i + 1
-				return escaped, nil
-			case c == '\\':
-				escaped = true
-				n, err := s.escapeLen(i)
-				if err != nil {
-					return escaped, err
-				}
-				i += n
-				break bytewise
-			case c < 0x20:
-				s.pos = i
-				return escaped, s.errorf("control character in string")
+		// The lowest flagged byte is the first special one (a borrow can
+		// only flag bytes above a true match, never below it).
+		i += bits.TrailingZeros64(mask) / 8
+		switch data[i] {
+		case '"':
+			s.pos = i + 1
+			return escaped, nil
+		case '\\':
+			escaped = true
+			n, err := s.escapeLen(i)
+			if err != nil {
+				return escaped, err
 			}
-		}
-		if i >= len(data) {
-			s.pos = len(data)
-			return escaped, s.errorf("unterminated string")
+			i += n
+		default:
+			s.pos = i
+			return escaped, s.errorf("control character in string")
 		}
 	}
+	// Fewer than eight bytes left.
+	for i < len(data) {
+		switch c := data[i]; {
+		case c == '"':
+			s.pos = i + 1
+			return escaped, nil
+		case c == '\\':
+			escaped = true
+			n, err := s.escapeLen(i)
+			if err != nil {
+				return escaped, err
+			}
+			i += n
+		case c < 0x20:
+			s.pos = i
+			return escaped, s.errorf("control character in string")
+		default:
+			i++
+		}
+	}
+	s.pos = len(data)
+	return escaped, s.errorf("unterminated string")
 }
 
 // escapeLen validates the escape sequence at data[i] ('\\') and returns its length.
@@ -223,14 +243,14 @@ const (
 	highBits = 0x8080808080808080
 )
 
-// specialInWord reports whether any of the eight bytes in w is '"', '\\' or a
+// specialMask flags (with its high bit) each byte of w that is '"', '\\' or a
 // control character (< 0x20): the bytes that end a run of plain string bytes.
 // (v-lowBits)&^v&highBits is non-zero exactly when some byte of v is zero;
 // (w-lowBits*n)&^w&highBits, when some byte of w is below n.
-func specialInWord(w uint64) bool {
+func specialMask(w uint64) uint64 {
 	quote := w ^ (lowBits * '"')
 	backslash := w ^ (lowBits * '\\')
-	return ((quote-lowBits)&^quote|(backslash-lowBits)&^backslash|(w-lowBits*0x20)&^w)&highBits != 0
+	return ((quote-lowBits)&^quote | (backslash-lowBits)&^backslash | (w-lowBits*0x20)&^w) & highBits
 }
 
 func isHex(c byte) bool {

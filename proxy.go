@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -24,7 +23,8 @@ import (
 type upstreamCall struct {
 	target *url.URL
 	apiKey string
-	body   []byte
+	body   *bodyLease // nil: no body
+	size   int64
 }
 
 type upstreamCallKey struct{}
@@ -37,6 +37,7 @@ type proxyHandler struct {
 	ready   *atomic.Bool
 	cors    corsPolicy
 	proxy   *httputil.ReverseProxy
+	bodies  *bodyPool
 	started int64 // unix seconds, the "created" of GET /v1/models
 }
 
@@ -48,6 +49,7 @@ func newHandler(cfg Config, logger *slog.Logger, ready *atomic.Bool) http.Handle
 		log:     logger,
 		ready:   ready,
 		cors:    newCORSPolicy(cfg.CORSOrigins),
+		bodies:  &bodyPool{},
 		started: time.Now().Unix(),
 	}
 	h.proxy = &httputil.ReverseProxy{
@@ -57,6 +59,7 @@ func newHandler(cfg Config, logger *slog.Logger, ready *atomic.Bool) http.Handle
 		ModifyResponse: stripUpstreamCORS,
 		ErrorHandler:   h.upstreamError,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		BufferPool:     &copyBufferPool{},
 	}
 	return h
 }
@@ -134,10 +137,14 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	if e != nil {
 		return e
 	}
-	body, e := readBody(w, r, h.cfg.MaxBodyBytes)
+	body, e := readBody(w, r, h.cfg.MaxBodyBytes, h.bodies)
 	if e != nil {
 		return e
 	}
+	// Whatever happens below, the buffer goes back to the pool once the
+	// request is over: the lease owns it from here.
+	lease := &bodyLease{buf: body, pool: h.bodies}
+	defer lease.release()
 
 	var upstreamPath string
 	switch rt.kind {
@@ -156,8 +163,14 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 		upstreamPath = "/openai/deployments/" + deployment + "/" + rt.op
 	case routePassthrough:
 		if isJSON(r.Header.Get("Content-Type")) && len(body) > 0 {
-			if body, e = h.mapBodyModel(body, entry); e != nil {
+			rewritten, e := h.mapBodyModel(body, entry)
+			if e != nil {
 				return e
+			}
+			if rewritten != nil {
+				lease.release()
+				lease = &bodyLease{buf: rewritten}
+				body = rewritten
 			}
 		}
 		upstreamPath = "/openai/" + rt.op
@@ -166,14 +179,18 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	if err != nil {
 		return badRequest("invalid_path", "", "The request path has an invalid escape sequence.")
 	}
-	call := &upstreamCall{target: target, apiKey: key, body: body}
+	call := &upstreamCall{target: target, apiKey: key, size: int64(len(body))}
+	if len(body) > 0 {
+		call.body = lease
+	}
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
 	return nil
 }
 
-// mapBodyModel replaces the value of a JSON body's top-level "model" with its
-// mapped deployment, leaving every other byte as sent: on routes without a
-// deployment in the path, Azure reads the deployment there.
+// mapBodyModel returns a copy of body with the value of its top-level "model"
+// replaced by the mapped deployment, every other byte as sent (on routes
+// without a deployment in the path, Azure reads the deployment there), or nil
+// when there is nothing to replace.
 func (h *proxyHandler) mapBodyModel(body []byte, entry *accessEntry) ([]byte, *apiError) {
 	field, err := findModel(body)
 	if err != nil {
@@ -181,12 +198,12 @@ func (h *proxyHandler) mapBodyModel(body []byte, entry *accessEntry) ([]byte, *a
 			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
 	}
 	if !field.found || !field.isString {
-		return body, nil
+		return nil, nil
 	}
 	deployment, mapped := h.cfg.Models.deployment(field.value)
 	entry.model, entry.deployment = string(field.value), deployment
 	if !mapped {
-		return body, nil
+		return nil, nil
 	}
 	out := make([]byte, 0, len(body)-(field.end-field.start)+len(deployment)+2)
 	out = append(out, body[:field.start]...)
@@ -227,14 +244,13 @@ func rewriteUpstream(pr *httputil.ProxyRequest) {
 	h.Del("Cookie")
 	h.Del("Expect") // the body is already here; a 100 Continue would only add a round trip
 	h.Set("Api-Key", call.apiKey)
-	body := call.body
-	pr.Out.ContentLength = int64(len(body))
-	if len(body) == 0 {
+	pr.Out.ContentLength = call.size
+	if call.body == nil {
 		pr.Out.Body, pr.Out.GetBody = nil, nil
 		return
 	}
-	pr.Out.Body = io.NopCloser(bytes.NewReader(body))
-	pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	pr.Out.Body = call.body.reader()
+	pr.Out.GetBody = func() (io.ReadCloser, error) { return call.body.reader(), nil }
 }
 
 // upstreamError answers when no response came from Azure. Nothing is written

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"math/bits"
+	"sync"
+)
+
+// Request bodies are read into pooled buffers in power-of-two size classes,
+// so a busy proxy does not allocate (and the GC does not sweep) a new body
+// buffer per request. Bodies below the smallest class are allocated to their
+// size: a stream holds its request body while it is open, and a small one
+// should cost its own bytes, not a class. Bodies above the largest class are
+// allocated as usual.
+const (
+	minPooledShift = 14 // 16 KiB
+	maxPooledShift = 24 // 16 MiB
+)
+
+type bodyPool struct {
+	classes [maxPooledShift - minPooledShift + 1]sync.Pool // of *[]byte
+}
+
+// classFor returns the size class that holds n bytes, or -1 when n is not pooled.
+func classFor(n int) int {
+	if n < 1<<minPooledShift {
+		return -1
+	}
+	shift := bits.Len(uint(n - 1))
+	if shift > maxPooledShift {
+		return -1
+	}
+	return shift - minPooledShift
+}
+
+// get returns a buffer of length n.
+func (p *bodyPool) get(n int) []byte {
+	c := classFor(n)
+	if c < 0 {
+		return make([]byte, n)
+	}
+	if b, ok := p.classes[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 1<<(c+minPooledShift))
+}
+
+// put returns a buffer from get to the pool.
+func (p *bodyPool) put(b []byte) {
+	c := classFor(cap(b))
+	if c < 0 || cap(b) != 1<<(c+minPooledShift) {
+		return
+	}
+	b = b[:0]
+	p.classes[c].Put(&b)
+}
+
+// readAll reads r (of unknown length) into a pooled buffer, growing through the classes.
+func (p *bodyPool) readAll(r io.Reader) ([]byte, error) {
+	buf := p.get(1 << minPooledShift)[:0]
+	for {
+		if len(buf) == cap(buf) {
+			bigger := p.get(2 * cap(buf))
+			copy(bigger, buf)
+			p.put(buf)
+			buf = bigger[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			p.put(buf)
+			return nil, err
+		}
+	}
+}
+
+var errBodyReleased = errors.New("request body read after the request ended")
+
+// bodyLease owns one request's pooled body buffer. Readers made from it stop
+// once it is released: the transport may go on reading a request body after
+// the handler has returned, and must never read a buffer that another
+// request has since been given.
+type bodyLease struct {
+	mu   sync.Mutex
+	buf  []byte // nil once released
+	pool *bodyPool
+}
+
+func (l *bodyLease) reader() io.ReadCloser { return &leaseReader{lease: l} }
+
+// release ends the lease; a buffer from a pool goes back to it.
+func (l *bodyLease) release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf != nil && l.pool != nil {
+		l.pool.put(l.buf)
+	}
+	l.buf = nil
+}
+
+type leaseReader struct {
+	lease *bodyLease
+	off   int
+}
+
+func (r *leaseReader) Read(p []byte) (int, error) {
+	r.lease.mu.Lock()
+	defer r.lease.mu.Unlock()
+	buf := r.lease.buf
+	if buf == nil {
+		return 0, errBodyReleased
+	}
+	if r.off >= len(buf) {
+		return 0, io.EOF
+	}
+	n := copy(p, buf[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *leaseReader) Close() error { return nil }
+
+// copyBufferPool gives ReverseProxy its response copy buffers. A stream holds
+// its buffer for as long as it is open, so they are small: server-sent events
+// are a few hundred bytes, and larger answers only take a few more reads.
+type copyBufferPool struct{ pool sync.Pool }
+
+const copyBufferSize = 4 << 10
+
+func (p *copyBufferPool) Get() []byte {
+	if b, ok := p.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (p *copyBufferPool) Put(b []byte) {
+	if cap(b) == copyBufferSize {
+		b = b[:copyBufferSize]
+		p.pool.Put(&b)
+	}
+}
