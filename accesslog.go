@@ -9,7 +9,9 @@ import (
 // accessEntry is what the handler learns about a request for its log line.
 type accessEntry struct {
 	model      string
-	deployment string
+	deployment string // the one that answered
+	backend    string
+	attempts   int
 }
 
 // responseRecorder notes the status and size of a response for the access log.
@@ -63,11 +65,16 @@ func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *
 	}
 	switch {
 	case entry.model == "":
-	case validDeploymentName(entry.deployment):
-		attrs = append(attrs, slog.String("model", entry.model), slog.String("deployment", entry.deployment))
+	case validDeploymentName(entry.model) || entry.deployment != "":
+		attrs = append(attrs, slog.String("model", entry.model))
 	default:
-		// A model no deployment can have is arbitrary client bytes: keep them out of the log.
+		// A model no deployment can have, and that no backend answered for,
+		// is arbitrary client bytes: keep them out of the log.
 		attrs = append(attrs, slog.String("model", "(invalid)"))
+	}
+	if entry.backend != "" {
+		attrs = append(attrs, slog.String("backend", entry.backend), slog.String("deployment", entry.deployment),
+			slog.Int("attempts", entry.attempts))
 	}
 	if id := rec.Header().Get("Apim-Request-Id"); id != "" {
 		attrs = append(attrs, slog.String("apim_request_id", id))

@@ -27,7 +27,9 @@ func chatBody(size int) []byte {
 // BenchmarkModelLookup finds the model in a chat body and maps it to its
 // deployment: what every request on a deployment route pays.
 func BenchmarkModelLookup(b *testing.B) {
-	mapper, err := parseModelMapper("gpt-4o=gpt4o-prod,gpt-4o-mini=mini")
+	table, err := routeTableFromEnv(mapEnv(map[string]string{
+		"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com", "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt4o-prod,gpt-4o-mini=mini",
+	}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,8 +43,8 @@ func BenchmarkModelLookup(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if d, _ := mapper.deployment(f.value); d != "gpt4o-prod" {
-					b.Fatal(d)
+				if r := table.route(f.value); r == nil || r.candidates[0].deployment != "gpt4o-prod" {
+					b.Fatal(r)
 				}
 			}
 		})
@@ -92,8 +94,9 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var ready atomic.Bool
-	h := newHandler(cfg, newLogger("text", io.Discard), &ready)
+	state := &serverState{}
+	state.routes.Store(cfg.Routes)
+	h := newHandler(cfg, newLogger("text", io.Discard), state)
 	for _, size := range []int{300, 1 << 20} {
 		body := chatBody(size)
 		b.Run(fmt.Sprintf("%dB", len(body)), func(b *testing.B) {

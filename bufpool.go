@@ -87,10 +87,16 @@ var errBodyReleased = errors.New("request body read after the request ended")
 type bodyLease struct {
 	mu   sync.Mutex
 	buf  []byte // nil once released
-	pool *bodyPool
+	size int
+	pool *bodyPool // nil: not pooled
 }
 
-func (l *bodyLease) reader() io.ReadCloser { return &leaseReader{lease: l} }
+// reader reads the body with buf[start:end] replaced by replacement (with
+// start = end = 0 and no replacement, the body as sent). Every attempt at a
+// candidate reads the same bytes, but for the deployment in the model.
+func (l *bodyLease) reader(start, end int, replacement []byte) io.ReadCloser {
+	return &leaseReader{lease: l, start: start, end: end, replacement: replacement}
+}
 
 // release ends the lease; a buffer from a pool goes back to it.
 func (l *bodyLease) release() {
@@ -103,8 +109,10 @@ func (l *bodyLease) release() {
 }
 
 type leaseReader struct {
-	lease *bodyLease
-	off   int
+	lease       *bodyLease
+	start, end  int
+	replacement []byte
+	off         int // in the body as read, replacement included
 }
 
 func (r *leaseReader) Read(p []byte) (int, error) {
@@ -114,11 +122,27 @@ func (r *leaseReader) Read(p []byte) (int, error) {
 	if buf == nil {
 		return 0, errBodyReleased
 	}
-	if r.off >= len(buf) {
+	n := 0
+	for n < len(p) {
+		var rest []byte
+		switch {
+		case r.off < r.start:
+			rest = buf[r.off:r.start]
+		case r.off < r.start+len(r.replacement):
+			rest = r.replacement[r.off-r.start:]
+		default:
+			rest = buf[r.end+r.off-r.start-len(r.replacement):]
+		}
+		if len(rest) == 0 {
+			break
+		}
+		k := copy(p[n:], rest)
+		n += k
+		r.off += k
+	}
+	if n == 0 && len(p) > 0 {
 		return 0, io.EOF
 	}
-	n := copy(p, buf[r.off:])
-	r.off += n
 	return n, nil
 }
 

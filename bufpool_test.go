@@ -53,14 +53,32 @@ func TestBodyLeaseStopsReadersOnRelease(t *testing.T) {
 	var p bodyPool
 	buf := p.get(10)
 	copy(buf, "0123456789")
-	lease := &bodyLease{buf: buf, pool: &p}
-	r := lease.reader()
+	lease := &bodyLease{buf: buf, size: len(buf), pool: &p}
+	r := lease.reader(0, 0, nil)
 	first := make([]byte, 4)
 	if n, err := r.Read(first); n != 4 || err != nil || string(first) != "0123" {
 		t.Fatalf("read %q %v", first[:n], err)
 	}
-	if all, err := io.ReadAll(lease.reader()); err != nil || string(all) != "0123456789" {
+	if all, err := io.ReadAll(lease.reader(0, 0, nil)); err != nil || string(all) != "0123456789" {
 		t.Fatalf("a second reader (GetBody) read %q %v", all, err)
+	}
+	for _, tc := range []struct {
+		start, end int
+		repl, want string
+	}{{2, 4, `"x"`, `01"x"456789`}, {0, 10, "", ""}, {0, 0, "ab", "ab0123456789"}, {9, 10, "XYZ", "012345678XYZ"}} {
+		r := lease.reader(tc.start, tc.end, []byte(tc.repl))
+		var got []byte
+		one := make([]byte, 3) // small reads cross the replacement's edges
+		for {
+			n, err := r.Read(one)
+			got = append(got, one[:n]...)
+			if err != nil {
+				break
+			}
+		}
+		if string(got) != tc.want {
+			t.Errorf("reader(%d, %d, %q) read %q, want %q", tc.start, tc.end, tc.repl, got, tc.want)
+		}
 	}
 	lease.release()
 	lease.release() // twice is harmless

@@ -16,19 +16,19 @@ import (
 )
 
 // Config is everything the proxy needs, built and validated once at start-up.
+// Only the route table is built again, on reload.
 type Config struct {
-	Endpoint          *url.URL // scheme, host and any path prefix of the Azure resource (or a gateway in front)
-	APIVersion        string   // for routes with the deployment in the path
-	PreviewAPIVersion string   // for the families the GA api-version does not serve
-	Models            *modelMapper
-	ListenAddr        string
-	UpstreamProxy     *url.URL       // nil: connect directly
-	RootCAs           *x509.CertPool // nil: the system's roots
-	MaxBodyBytes      int64
-	UpstreamTimeout   time.Duration // for response headers; the body may then stream for as long as it takes
-	ShutdownTimeout   time.Duration
-	CORSOrigins       []string
-	LogFormat         string // "text" or "json"
+	Routes          *routeTable // backends and models, from the config file or the environment
+	ConfigFile      string      // "" when the environment alone configures the proxy
+	Env             func(string) string
+	ListenAddr      string
+	RootCAs         *x509.CertPool // nil: the system's roots
+	MaxBodyBytes    int64
+	UpstreamTimeout time.Duration // for response headers; the body may then stream for as long as it takes
+	ShutdownTimeout time.Duration
+	CORSOrigins     []string
+	LogFormat       string           // "text" or "json"
+	Now             func() time.Time // nil: time.Now; tests set a clock
 }
 
 // setting documents one environment variable; -h prints them and the README lists them.
@@ -38,7 +38,8 @@ type setting struct {
 
 func settings() []setting {
 	return []setting{
-		{"AZURE_OPENAI_ENDPOINT", "", "required: https://RES.openai.azure.com (a path prefix, for gateways in front of Azure, is kept)"},
+		{"AZURE_OPENAI_ENDPOINT", "", "required without a config file: https://RES.openai.azure.com (a path prefix, for gateways in front of Azure, is kept)"},
+		{"AZURE_OPENAI_PROXY_CONFIG", "", "JSON file of several backends and per-model deployments (flag --config); SIGHUP reloads it"},
 		{"AZURE_OPENAI_API_VER", "2024-10-21", "api-version for routes with the deployment in the path"},
 		{"AZURE_OPENAI_PREVIEW_API_VER", "2025-04-01-preview", "api-version for assistants, threads, vector_stores, responses, audio/speech, images/edits, realtime"},
 		{"AZURE_OPENAI_MODEL_MAPPER", "", "model=deployment pairs, comma-separated: gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"},
@@ -67,6 +68,7 @@ func settingError(name, format string, args ...any) error {
 // options are the command-line flags.
 type options struct {
 	listen      string
+	config      string
 	healthcheck bool
 	version     bool
 }
@@ -78,6 +80,7 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 	defaultListen := envOr(getenv, "AZURE_OPENAI_PROXY_ADDRESS")
 	fs.StringVar(&o.listen, "listen", defaultListen, "")
 	fs.StringVar(&o.listen, "l", defaultListen, "")
+	fs.StringVar(&o.config, "config", envOr(getenv, "AZURE_OPENAI_PROXY_CONFIG"), "")
 	fs.BoolVar(&o.healthcheck, "healthcheck", false, "")
 	fs.BoolVar(&o.version, "version", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -99,6 +102,7 @@ Usage: azure-openai-proxy [flags]
 
 Flags:
   -listen, -l ADDR  address to listen on (default from AZURE_OPENAI_PROXY_ADDRESS, else :8080)
+  -config FILE      JSON file of backends and models (default from AZURE_OPENAI_PROXY_CONFIG)
   -healthcheck      request this instance's /healthz; exit 0 if healthy, 1 if not
   -version          print the version and exit
   -h, -help         print this help and exit
@@ -132,25 +136,13 @@ func envOr(getenv func(string) string, name string) string {
 // loadConfig builds the Config from flags and environment. Errors name the
 // setting and the bad value; no value read here is a secret.
 func loadConfig(o options, getenv func(string) string) (Config, error) {
-	cfg := Config{ListenAddr: o.listen}
+	cfg := Config{ListenAddr: o.listen, ConfigFile: o.config, Env: getenv}
 	var err error
-	if cfg.Endpoint, err = parseEndpoint(getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
+	if cfg.Routes, err = cfg.loadRoutes(); err != nil {
 		return cfg, err
-	}
-	if cfg.APIVersion, err = parseAPIVersion(getenv, "AZURE_OPENAI_API_VER"); err != nil {
-		return cfg, err
-	}
-	if cfg.PreviewAPIVersion, err = parseAPIVersion(getenv, "AZURE_OPENAI_PREVIEW_API_VER"); err != nil {
-		return cfg, err
-	}
-	if cfg.Models, err = parseModelMapper(getenv("AZURE_OPENAI_MODEL_MAPPER")); err != nil {
-		return cfg, settingError("AZURE_OPENAI_MODEL_MAPPER", "%v", err)
 	}
 	if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
 		return cfg, settingError("--listen / AZURE_OPENAI_PROXY_ADDRESS", "%q is not host:port", cfg.ListenAddr)
-	}
-	if cfg.UpstreamProxy, err = parseUpstreamProxy(cfg.Endpoint, getenv); err != nil {
-		return cfg, err
 	}
 	if cfg.RootCAs, err = loadCAFile(getenv("AZURE_OPENAI_PROXY_CA_FILE")); err != nil {
 		return cfg, err
@@ -182,8 +174,17 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
-func parseEndpoint(raw string) (*url.URL, error) {
-	const name = "AZURE_OPENAI_ENDPOINT"
+// loadRoutes builds the route table from the config file, or from the
+// environment alone; at start-up and again on each reload.
+func (cfg Config) loadRoutes() (*routeTable, error) {
+	if cfg.ConfigFile != "" {
+		return loadRouteTable(cfg.ConfigFile, cfg.Env)
+	}
+	return routeTableFromEnv(cfg.Env)
+}
+
+// parseEndpoint checks an Azure endpoint; name is the setting it came from.
+func parseEndpoint(name, raw string) (*url.URL, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return nil, settingError(name, "not set; set it to your resource's endpoint, e.g. https://RES.openai.azure.com")
@@ -201,8 +202,10 @@ func parseEndpoint(raw string) (*url.URL, error) {
 }
 
 // parseAPIVersion keeps api-versions to characters that cannot change the query.
-func parseAPIVersion(getenv func(string) string, name string) (string, error) {
-	v := envOr(getenv, name)
+func parseAPIVersion(name, v string) (string, error) {
+	if v == "" {
+		return "", settingError(name, "is empty")
+	}
 	for _, c := range v {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
 			return "", settingError(name, "%q is not an api-version like 2024-10-21", v)

@@ -89,14 +89,16 @@ func TestConfigDefaultsAndParsing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Endpoint.String() != "https://res.openai.azure.com" || cfg.APIVersion != "2024-10-21" ||
-		cfg.PreviewAPIVersion != "2025-04-01-preview" || cfg.MaxBodyBytes != 64<<20 ||
+	b := cfg.Routes.defaultBackend
+	if b.endpoint.String() != "https://res.openai.azure.com" || b.apiVersion != "2024-10-21" ||
+		b.previewAPIVersion != "2025-04-01-preview" || cfg.MaxBodyBytes != 64<<20 ||
 		cfg.UpstreamTimeout != 10*time.Minute || cfg.ShutdownTimeout != 25*time.Second ||
-		strings.Join(cfg.CORSOrigins, ",") != "*" || cfg.LogFormat != "text" || cfg.UpstreamProxy != nil {
-		t.Errorf("defaults: %+v", cfg)
+		strings.Join(cfg.CORSOrigins, ",") != "*" || cfg.LogFormat != "text" || b.proxy != nil || b.apiKey != "" {
+		t.Errorf("defaults: %+v %+v", cfg, b)
 	}
-	if d, _ := cfg.Models.deployment([]byte("gpt-3.5-turbo")); d != "gpt-35-turbo" || strings.Join(cfg.Models.models, ",") != "gpt-3.5-turbo,gpt-4" {
-		t.Errorf("mapper: %+v", cfg.Models)
+	if r := cfg.Routes.route([]byte("gpt-3.5-turbo")); r == nil || r.candidates[0].deployment != "gpt-35-turbo" ||
+		strings.Join(cfg.Routes.modelNames, ",") != "gpt-3.5-turbo,gpt-4" {
+		t.Errorf("mapper: %+v", cfg.Routes)
 	}
 	if d, err := parseDuration(mapEnv(map[string]string{"X": "90"}), "X"); err != nil || d != 90*time.Second {
 		t.Errorf("plain seconds: %v %v", d, err)

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -254,19 +253,19 @@ func TestShutdownTimeoutClosesStuckStreams(t *testing.T) {
 }
 
 func TestReadinessTurns503WhileDraining(t *testing.T) {
-	var ready atomic.Bool
-	ready.Store(true)
 	cfg, err := loadConfig(options{listen: ":0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHandler(cfg, newLogger("text", io.Discard), &ready)
+	state := &serverState{}
+	state.routes.Store(cfg.Routes)
+	h := newHandler(cfg, newLogger("text", io.Discard), state)
 	for _, step := range []struct {
 		ready  bool
 		path   string
 		status int
 	}{{true, "/readyz", 200}, {true, "/healthz", 200}, {false, "/readyz", 503}, {false, "/healthz", 200}} {
-		ready.Store(step.ready)
+		state.ready.Store(step.ready)
 		rec := newRecorder()
 		h.ServeHTTP(rec, mustRequest("GET", step.path))
 		if rec.Code != step.status {

@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -68,44 +66,45 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 
 // serve listens and serves until ctx is done, then drains: readiness turns
 // 503, the listener closes, and in-flight requests and streams get up to
-// ShutdownTimeout to finish before their connections are closed.
+// ShutdownTimeout to finish before their connections are closed. With a
+// config file, SIGHUP reloads it.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
-	var ready atomic.Bool
-	ready.Store(true)
+	state := &serverState{}
+	state.ready.Store(true)
+	state.routes.Store(cfg.Routes)
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, &ready),
+		Handler:           newHandler(cfg, logger, state),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: a completion may stream for many minutes.
 	}
-	attrs := []any{
-		"listen", ln.Addr().String(),
-		"endpoint", cfg.Endpoint.Host + cfg.Endpoint.Path,
-		"api_version", cfg.APIVersion,
-		"preview_api_version", cfg.PreviewAPIVersion,
-		"models", strings.Join(cfg.Models.models, ","),
-		"version", version(),
-	}
-	if cfg.UpstreamProxy != nil {
-		attrs = append(attrs, "upstream_proxy", cfg.UpstreamProxy.Redacted())
-	}
-	logger.Info("azure-openai-proxy started", attrs...)
+	logger.Info("azure-openai-proxy started", append([]any{"listen", ln.Addr().String(), "version", version()}, cfg.Routes.summary()...)...)
 
+	reload := make(chan os.Signal, 1)
+	if cfg.ConfigFile != "" {
+		signal.Notify(reload, syscall.SIGHUP)
+		defer signal.Stop(reload)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
+	for running := true; running; {
+		select {
+		case err := <-served:
+			return err
+		case <-reload:
+			reloadRoutes(cfg, state, logger)
+		case <-ctx.Done():
+			running = false
+		}
 	}
 
-	ready.Store(false)
+	state.ready.Store(false)
 	logger.Info("draining", "timeout", cfg.ShutdownTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
@@ -116,6 +115,19 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	<-served
 	logger.Info("stopped")
 	return nil
+}
+
+// reloadRoutes re-reads the configuration: a valid one replaces the route
+// table at once (requests in flight finish on the old one); an invalid one is
+// logged and the old table stays.
+func reloadRoutes(cfg Config, state *serverState, logger *slog.Logger) {
+	table, err := cfg.loadRoutes()
+	if err != nil {
+		logger.Error("reload rejected; the previous configuration stays", "error", err.Error())
+		return
+	}
+	state.routes.Store(table)
+	logger.Info("configuration reloaded", table.summary()...)
 }
 
 // healthcheck asks the instance listening on listen for /healthz: the scratch

@@ -5,9 +5,10 @@ import (
 	"strings"
 )
 
-// modelMapper maps the model names clients send to Azure deployment names,
-// as configured by AZURE_OPENAI_MODEL_MAPPER ("gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4").
-// It is built once at start-up and only read afterwards.
+// modelMapper is AZURE_OPENAI_MODEL_MAPPER ("gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"):
+// the model names clients send, and the deployment each maps to. A model it
+// does not name is used as the deployment name as it is (most deployments
+// are named after their model).
 type modelMapper struct {
 	deployments map[string]string
 	models      []string // configured order, for GET /v1/models
@@ -41,16 +42,6 @@ func parseModelMapper(spec string) (*modelMapper, error) {
 		m.models = append(m.models, model)
 	}
 	return m, nil
-}
-
-// deployment returns the deployment for a model and whether the mapper knows it.
-// An unmapped model is its own deployment name: most deployments are named after their model.
-// The model is bytes of the request body; a mapped one costs no allocation.
-func (m *modelMapper) deployment(model []byte) (string, bool) {
-	if d, ok := m.deployments[string(model)]; ok {
-		return d, true
-	}
-	return string(model), false
 }
 
 // validDeploymentName reports whether name can be placed in the Azure URL path

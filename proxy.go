@@ -11,50 +11,113 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
+// serverState is what changes while the server runs: readiness (cleared while
+// draining) and the route table (swapped on reload).
+type serverState struct {
+	ready  atomic.Bool
+	routes atomic.Pointer[routeTable]
+}
+
 // upstreamCall is what the handler decided about one request. It travels in
-// the request's context to the ReverseProxy hooks, which act on it and decide
-// nothing. It holds the key: never log it.
+// the request's context to the ReverseProxy hooks and the transport, which
+// act on it and decide nothing but which candidate to try. It holds the
+// client's key: never log it.
 type upstreamCall struct {
-	target *url.URL
-	apiKey string
-	body   *bodyLease // nil: no body
-	size   int64
+	table     *routeTable
+	route     *modelRoute // the model's candidates; nil: the default backend
+	model     string      // with route nil on a deployment route: the model, used as the deployment name
+	kind      routeKind
+	op        string // deployment operation, or the escaped path below /openai/ on other routes
+	family    apiFamily
+	rawQuery  string // the client's query
+	clientKey string
+	body      *bodyLease // nil: no body
+	modelSpan [2]int     // on other routes: the body's model value, replaced by each candidate's deployment
+
+	// Set by the transport, for the log and the error messages.
+	backend, deployment, host string
+	attempts                  int
 }
 
 type upstreamCallKey struct{}
+
+// candidates lists where this request may go.
+func (c *upstreamCall) candidates() []candidate {
+	if c.route != nil {
+		return c.route.candidates
+	}
+	return []candidate{{backend: c.table.defaultBackend, deployment: c.model, weight: 1}}
+}
+
+// attemptRequest is the outbound request for one candidate: its URL,
+// api-version, key and body. req is ReverseProxy's outbound request.
+func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.Request {
+	b := cand.backend
+	out := req.Clone(context.WithValue(req.Context(), attemptBackendKey{}, b))
+	apiVersion := b.apiVersion
+	if c.family == apiPreview {
+		apiVersion = b.previewAPIVersion
+	}
+	query := withAPIVersion(c.rawQuery, apiVersion)
+	path := "/openai/" + c.op
+	if c.kind == routeDeployment || c.kind == routeEngine {
+		path = "/openai/deployments/" + cand.deployment + "/" + c.op
+	}
+	out.URL, _ = upstreamURL(b.endpoint, path, query) // cannot fail: resolveRoute has unescaped this path already
+	out.Host = ""
+	key := b.apiKey
+	if key == "" {
+		key = c.clientKey
+	}
+	out.Header.Set("Api-Key", key)
+	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
+	if c.body != nil {
+		var replacement []byte
+		if c.modelSpan[1] > 0 {
+			replacement = []byte(`"` + cand.deployment + `"`) // a valid deployment name needs no escaping
+		}
+		start, end := c.modelSpan[0], c.modelSpan[1]
+		out.Body = c.body.reader(start, end, replacement)
+		out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
+		out.ContentLength = int64(c.body.size - (end - start) + len(replacement))
+	}
+	return out
+}
+
+// attemptBackendKey carries the backend of an attempt to the transport's Proxy function.
+type attemptBackendKey struct{}
 
 // proxyHandler validates and resolves each request, then hands it to one
 // httputil.ReverseProxy.
 type proxyHandler struct {
 	cfg     Config
 	log     *slog.Logger
-	ready   *atomic.Bool
+	state   *serverState
 	cors    corsPolicy
 	proxy   *httputil.ReverseProxy
 	bodies  *bodyPool
 	started int64 // unix seconds, the "created" of GET /v1/models
 }
 
-// newHandler returns the proxy's whole HTTP surface. ready reports readiness
-// for /readyz; the server clears it while draining.
-func newHandler(cfg Config, logger *slog.Logger, ready *atomic.Bool) http.Handler {
+// newHandler returns the proxy's whole HTTP surface.
+func newHandler(cfg Config, logger *slog.Logger, state *serverState) http.Handler {
 	h := &proxyHandler{
 		cfg:     cfg,
 		log:     logger,
-		ready:   ready,
+		state:   state,
 		cors:    newCORSPolicy(cfg.CORSOrigins),
 		bodies:  &bodyPool{},
 		started: time.Now().Unix(),
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewriteUpstream,
-		Transport:      newUpstreamTransport(cfg),
+		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
 		ModifyResponse: stripUpstreamCORS,
 		ErrorHandler:   h.upstreamError,
@@ -71,7 +134,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		return
 	case "/readyz":
-		if !h.ready.Load() {
+		if !h.state.ready.Load() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 			return
 		}
@@ -100,9 +163,10 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// serveAPI validates r and resolves where it goes; bad input is answered here
-// and never reaches Azure.
+// serveAPI validates r and resolves where it may go; bad input is answered
+// here and never reaches Azure.
 func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *accessEntry) *apiError {
+	table := h.state.routes.Load() // this request's configuration, even if a reload comes
 	rt, e := resolveRoute(r.URL.EscapedPath())
 	if e != nil {
 		return e
@@ -118,23 +182,19 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 		}
 	}
 	key := clientKey(r.Header)
-	if key == "" {
-		return newAPIError(http.StatusUnauthorized, typeInvalidRequest, "missing_api_key", "",
-			"You didn't provide an API key. Send your Azure OpenAI key as 'Authorization: Bearer KEY' or as an 'api-key' header.")
-	}
 	switch rt.kind {
 	case routeModelList:
-		return h.serveModelList(w)
+		if key == "" {
+			return missingKey()
+		}
+		return h.serveModelList(w, table)
 	case routeModel:
-		return h.serveModel(w, rt.model)
+		if key == "" {
+			return missingKey()
+		}
+		return h.serveModel(w, table, rt.model)
 	}
-
-	apiVersion := h.cfg.APIVersion
-	if rt.family == apiPreview {
-		apiVersion = h.cfg.PreviewAPIVersion
-	}
-	query, e := withAPIVersion(r.URL.RawQuery, apiVersion)
-	if e != nil {
+	if e := checkQuery(r.URL.RawQuery); e != nil {
 		return e
 	}
 	body, e := readBody(w, r, h.cfg.MaxBodyBytes, h.bodies)
@@ -143,10 +203,13 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	}
 	// Whatever happens below, the buffer goes back to the pool once the
 	// request is over: the lease owns it from here.
-	lease := &bodyLease{buf: body, pool: h.bodies}
+	lease := &bodyLease{buf: body, size: len(body), pool: h.bodies}
 	defer lease.release()
 
-	var upstreamPath string
+	call := &upstreamCall{table: table, kind: rt.kind, op: rt.op, family: rt.family, rawQuery: r.URL.RawQuery, clientKey: key}
+	if len(body) > 0 {
+		call.body = lease
+	}
 	switch rt.kind {
 	case routeDeployment, routeEngine:
 		model := []byte(rt.model)
@@ -155,62 +218,41 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 				return e
 			}
 		}
-		deployment, _ := h.cfg.Models.deployment(model)
-		entry.model, entry.deployment = string(model), deployment
-		if !validDeploymentName(deployment) {
-			return invalidModel(entry.model)
+		entry.model = string(model)
+		if call.route = table.route(model); call.route == nil {
+			if !validDeploymentName(entry.model) {
+				return invalidModel(entry.model)
+			}
+			call.model = entry.model
 		}
-		upstreamPath = "/openai/deployments/" + deployment + "/" + rt.op
 	case routePassthrough:
 		if isJSON(r.Header.Get("Content-Type")) && len(body) > 0 {
-			rewritten, e := h.mapBodyModel(body, entry)
-			if e != nil {
-				return e
+			field, err := findModel(body)
+			if err != nil {
+				return badRequest("invalid_json", "",
+					"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
 			}
-			if rewritten != nil {
-				lease.release()
-				lease = &bodyLease{buf: rewritten}
-				body = rewritten
+			if field.found && field.isString {
+				entry.model = string(field.value)
+				// A configured model goes to its deployments, named in the
+				// body's model (Azure reads it there); any other goes as sent.
+				if call.route = table.route(field.value); call.route != nil {
+					call.modelSpan = [2]int{field.start, field.end}
+				}
 			}
 		}
-		upstreamPath = "/openai/" + rt.op
 	}
-	target, err := upstreamURL(h.cfg.Endpoint, upstreamPath, query)
-	if err != nil {
-		return badRequest("invalid_path", "", "The request path has an invalid escape sequence.")
-	}
-	call := &upstreamCall{target: target, apiKey: key, size: int64(len(body))}
-	if len(body) > 0 {
-		call.body = lease
+	if key == "" && table.needsClientKey(call.route) {
+		return missingKey()
 	}
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
+	entry.backend, entry.deployment, entry.attempts = call.backend, call.deployment, call.attempts
 	return nil
 }
 
-// mapBodyModel returns a copy of body with the value of its top-level "model"
-// replaced by the mapped deployment, every other byte as sent (on routes
-// without a deployment in the path, Azure reads the deployment there), or nil
-// when there is nothing to replace.
-func (h *proxyHandler) mapBodyModel(body []byte, entry *accessEntry) ([]byte, *apiError) {
-	field, err := findModel(body)
-	if err != nil {
-		return nil, badRequest("invalid_json", "",
-			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
-	}
-	if !field.found || !field.isString {
-		return nil, nil
-	}
-	deployment, mapped := h.cfg.Models.deployment(field.value)
-	entry.model, entry.deployment = string(field.value), deployment
-	if !mapped {
-		return nil, nil
-	}
-	out := make([]byte, 0, len(body)-(field.end-field.start)+len(deployment)+2)
-	out = append(out, body[:field.start]...)
-	out = append(out, '"')
-	out = append(out, deployment...) // a valid deployment name needs no escaping
-	out = append(out, '"')
-	return append(out, body[field.end:]...), nil
+func missingKey() *apiError {
+	return newAPIError(http.StatusUnauthorized, typeInvalidRequest, "missing_api_key", "",
+		"You didn't provide an API key. Send your Azure OpenAI key as 'Authorization: Bearer KEY' or as an 'api-key' header.")
 }
 
 // clientKey returns the Azure key the client sent, as 'api-key' or as
@@ -232,25 +274,16 @@ func methodNotAllowed(w http.ResponseWriter, allow string) *apiError {
 		"This route only accepts "+allow+".")
 }
 
-// rewriteUpstream sets the outbound URL, headers and body from the handler's
-// decision. ReverseProxy runs it after removing hop-by-hop headers, so a
-// client's Connection header cannot strip what it sets.
+// rewriteUpstream removes what must not reach Azure from the outbound
+// request; the transport sets URL, key and body for each attempt.
+// ReverseProxy runs it after removing hop-by-hop headers, so a client's
+// Connection header cannot undo it.
 func rewriteUpstream(pr *httputil.ProxyRequest) {
-	call := pr.In.Context().Value(upstreamCallKey{}).(*upstreamCall)
-	pr.Out.URL = call.target
-	pr.Out.Host = ""
 	h := pr.Out.Header
 	h.Del("Authorization")
 	h.Del("Cookie")
+	h.Del("Api-Key")
 	h.Del("Expect") // the body is already here; a 100 Continue would only add a round trip
-	h.Set("Api-Key", call.apiKey)
-	pr.Out.ContentLength = call.size
-	if call.body == nil {
-		pr.Out.Body, pr.Out.GetBody = nil, nil
-		return
-	}
-	pr.Out.Body = call.body.reader()
-	pr.Out.GetBody = func() (io.ReadCloser, error) { return call.body.reader(), nil }
 }
 
 // upstreamError answers when no response came from Azure. Nothing is written
@@ -259,7 +292,16 @@ func (h *proxyHandler) upstreamError(w http.ResponseWriter, r *http.Request, err
 	if r.Context().Err() != nil {
 		return
 	}
-	host := h.cfg.Endpoint.Host
+	if resting, ok := errors.AsType[*allRestingError](err); ok {
+		secs := strconv.Itoa(retryAfterSeconds(resting.wait))
+		w.Header().Set("Retry-After", secs)
+		w.Header().Set("Retry-After-Ms", strconv.FormatInt(max(resting.wait.Milliseconds(), 1), 10))
+		writeError(w, newAPIError(http.StatusTooManyRequests, "requests", "rate_limit_exceeded", "",
+			"Every Azure deployment of this model is resting after 429s or failures; retry after "+secs+" seconds."))
+		return
+	}
+	call := r.Context().Value(upstreamCallKey{}).(*upstreamCall)
+	host := call.host
 	if errors.Is(err, errUpstreamTimeout) {
 		h.log.Warn("upstream timeout", "host", host, "timeout", h.cfg.UpstreamTimeout.String())
 		writeError(w, newAPIError(http.StatusGatewayTimeout, typeServer, "upstream_timeout", "",
@@ -271,6 +313,12 @@ func (h *proxyHandler) upstreamError(w http.ResponseWriter, r *http.Request, err
 	h.log.Warn("upstream unreachable", "host", host, "reason", reason)
 	writeError(w, newAPIError(http.StatusBadGateway, typeServer, "upstream_unreachable", "",
 		"Could not reach Azure OpenAI at "+host+": "+reason+"."))
+}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least one: a
+// Retry-After of 0 would invite an immediate retry.
+func retryAfterSeconds(wait time.Duration) int {
+	return max(int((wait+time.Second-1)/time.Second), 1)
 }
 
 // upstreamFailure describes a transport error in words that hold no URL,
@@ -314,22 +362,22 @@ func (h *proxyHandler) modelObject(id string) modelObject {
 	return modelObject{ID: id, Object: "model", Created: h.started, OwnedBy: "azure-openai-proxy"}
 }
 
-func (h *proxyHandler) serveModelList(w http.ResponseWriter) *apiError {
+func (h *proxyHandler) serveModelList(w http.ResponseWriter, table *routeTable) *apiError {
 	list := struct {
 		Object string        `json:"object"`
 		Data   []modelObject `json:"data"`
 	}{Object: "list", Data: []modelObject{}}
-	for _, m := range h.cfg.Models.models {
+	for _, m := range table.modelNames {
 		list.Data = append(list.Data, h.modelObject(m))
 	}
 	writeJSON(w, http.StatusOK, list)
 	return nil
 }
 
-func (h *proxyHandler) serveModel(w http.ResponseWriter, id string) *apiError {
-	if _, ok := h.cfg.Models.deployments[id]; !ok {
+func (h *proxyHandler) serveModel(w http.ResponseWriter, table *routeTable, id string) *apiError {
+	if table.models[id] == nil {
 		return newAPIError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model",
-			"The model '"+shorten(id)+"' does not exist: it is not in AZURE_OPENAI_MODEL_MAPPER.")
+			"The model '"+shorten(id)+"' does not exist: it is not configured in this proxy.")
 	}
 	writeJSON(w, http.StatusOK, h.modelObject(id))
 	return nil

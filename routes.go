@@ -151,19 +151,23 @@ func upstreamURL(endpoint *url.URL, escapedSuffix, rawQuery string) (*url.URL, e
 	return &u, nil
 }
 
-// withAPIVersion adds api-version to the client's query unless the client gave
-// one: the client's wins and is never duplicated.
-func withAPIVersion(rawQuery, version string) (string, *apiError) {
-	q, err := url.ParseQuery(rawQuery)
-	if err != nil {
-		return "", badRequest("invalid_query", "", "The request query string cannot be parsed.")
+// checkQuery refuses a query string that cannot be parsed.
+func checkQuery(rawQuery string) *apiError {
+	if _, err := url.ParseQuery(rawQuery); err != nil {
+		return badRequest("invalid_query", "", "The request query string cannot be parsed.")
 	}
-	if q.Has("api-version") {
-		return rawQuery, nil
+	return nil
+}
+
+// withAPIVersion adds api-version to the client's (checked) query unless the
+// client gave one: the client's wins and is never duplicated.
+func withAPIVersion(rawQuery, version string) string {
+	if q, _ := url.ParseQuery(rawQuery); q.Has("api-version") {
+		return rawQuery
 	}
 	add := "api-version=" + url.QueryEscape(version)
 	if rawQuery == "" {
-		return add, nil
+		return add
 	}
-	return rawQuery + "&" + add, nil
+	return rawQuery + "&" + add
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -21,9 +22,12 @@ var errUpstreamTimeout = errors.New("no response headers from Azure OpenAI withi
 // every further concurrent request would pay for a new TLS handshake.
 func newUpstreamTransport(cfg Config) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	if cfg.UpstreamProxy != nil {
-		t.Proxy = http.ProxyURL(cfg.UpstreamProxy)
+	// Each backend's outbound proxy was chosen at start-up (or reload) for its endpoint.
+	t.Proxy = func(req *http.Request) (*url.URL, error) {
+		if b, ok := req.Context().Value(attemptBackendKey{}).(*backend); ok {
+			return b.proxy, nil
+		}
+		return nil, nil
 	}
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
 	t.TLSHandshakeTimeout = 10 * time.Second
