@@ -11,6 +11,7 @@ type backend struct {
 	name              string
 	endpoint          *url.URL // scheme, host and any path prefix
 	apiKey            string   // sent instead of the client's key; "" passes the client's key through
+	entra             bool     // sends an Entra ID token instead of any key
 	apiVersion        string
 	previewAPIVersion string
 	proxy             *url.URL // outbound proxy for this endpoint; nil: direct
@@ -74,9 +75,10 @@ type routeTable struct {
 	backendNames   []string // configured order
 	defaultBackend *backend
 	models         map[string]*modelRoute
-	modelNames     []string // configured order, for GET /v1/models
-	maxAttempts    int      // 0: one per candidate, at most maxAttemptsCap
-	source         string   // "environment" or the config file's path, for logs
+	modelNames     []string    // configured order, for GET /v1/models
+	maxAttempts    int         // 0: one per candidate, at most maxAttemptsCap
+	clientKeys     *clientKeys // nil: clients are not checked
+	source         string      // "environment" or the config file's path, for logs
 }
 
 const maxAttemptsCap = 5
@@ -99,18 +101,59 @@ func (t *routeTable) attempts(m *modelRoute) int {
 	return n
 }
 
+// hasCredential reports whether the backend authenticates itself, so the
+// client's key is not needed (and never sent).
+func (b *backend) hasCredential() bool { return b.apiKey != "" || b.entra }
+
 // needsClientKey reports whether a request for m may reach a backend that
-// has no key of its own, and so needs the client's.
+// has no credential of its own, and so needs the client's key.
 func (t *routeTable) needsClientKey(m *modelRoute) bool {
 	if m == nil {
-		return t.defaultBackend.apiKey == ""
+		return !t.defaultBackend.hasCredential()
 	}
 	for _, c := range m.candidates {
-		if c.backend.apiKey == "" {
+		if !c.backend.hasCredential() {
 			return true
 		}
 	}
 	return false
+}
+
+// finish loads the client keys and checks what only the whole table shows.
+func (t *routeTable) finish(getenv func(string) string) error {
+	var err error
+	if t.clientKeys, err = loadClientKeys(getenv); err != nil {
+		return err
+	}
+	if t.clientKeys != nil {
+		for _, name := range t.backendNames {
+			if !t.backends[name].hasCredential() {
+				return settingError("AZURE_OPENAI_PROXY_KEYS", "clients must present a proxy key, so backend %q needs a credential of its own "+
+					"(AZURE_OPENAI_API_KEY, api_key_env, api_key_file or Entra ID): a client's proxy key is not an Azure key", name)
+			}
+		}
+	}
+	return nil
+}
+
+// usesEntra reports whether any backend authenticates with Entra ID.
+func (t *routeTable) usesEntra() bool {
+	for _, b := range t.backends {
+		if b.entra {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *backend) authMode() string {
+	switch {
+	case b.entra:
+		return "entra"
+	case b.apiKey != "":
+		return "key"
+	}
+	return "client-key"
 }
 
 // summary describes the table for the start-up and reload log lines; no key.
@@ -118,7 +161,7 @@ func (t *routeTable) summary() []any {
 	var backends []string
 	for _, name := range t.backendNames {
 		b := t.backends[name]
-		backends = append(backends, name+"="+b.endpoint.Host+b.endpoint.Path)
+		backends = append(backends, name+"="+b.endpoint.Host+b.endpoint.Path+"("+b.authMode()+")")
 	}
 	return []any{
 		"source", t.source,
@@ -127,6 +170,7 @@ func (t *routeTable) summary() []any {
 		"api_version", t.defaultBackend.apiVersion,
 		"preview_api_version", t.defaultBackend.previewAPIVersion,
 		"models", strings.Join(t.modelNames, ","),
+		"client_keys", t.clientKeys != nil,
 	}
 }
 
@@ -139,6 +183,9 @@ func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
 	}
 	t := &routeTable{backends: map[string]*backend{b.name: b}, backendNames: []string{b.name}, defaultBackend: b, source: "environment"}
 	if err := t.addMapperModels(getenv); err != nil {
+		return nil, err
+	}
+	if err := t.finish(getenv); err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -159,6 +206,17 @@ func envBackend(getenv func(string) string) (*backend, error) {
 	}
 	if b.proxy, err = parseUpstreamProxy(b.endpoint, getenv); err != nil {
 		return nil, err
+	}
+	b.apiKey = strings.TrimSpace(getenv("AZURE_OPENAI_API_KEY"))
+	switch auth := strings.TrimSpace(getenv("AZURE_OPENAI_AUTH")); auth {
+	case "", "key":
+	case "entra":
+		if b.apiKey != "" {
+			return nil, settingError("AZURE_OPENAI_AUTH", "is entra, so AZURE_OPENAI_API_KEY must not be set: use one or the other")
+		}
+		b.entra = true
+	default:
+		return nil, settingError("AZURE_OPENAI_AUTH", "%q is not key or entra", auth)
 	}
 	return b, nil
 }

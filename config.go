@@ -29,6 +29,8 @@ type Config struct {
 	CORSOrigins     []string
 	LogFormat       string           // "text" or "json"
 	Now             func() time.Time // nil: time.Now; tests set a clock
+	Entra           *entraCredential // nil when the environment describes no usable token source
+	entraErr        error            // why Entra is nil
 }
 
 // setting documents one environment variable; -h prints them and the README lists them.
@@ -43,6 +45,13 @@ func settings() []setting {
 		{"AZURE_OPENAI_API_VER", "2024-10-21", "api-version for routes with the deployment in the path"},
 		{"AZURE_OPENAI_PREVIEW_API_VER", "2025-04-01-preview", "api-version for assistants, threads, vector_stores, responses, audio/speech, images/edits, realtime"},
 		{"AZURE_OPENAI_MODEL_MAPPER", "", "model=deployment pairs, comma-separated: gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"},
+		{"AZURE_OPENAI_API_KEY", "", "the key the proxy sends to Azure; clients' keys then never reach Azure"},
+		{"AZURE_OPENAI_AUTH", "key", "key, or entra: send an Entra ID token (workload identity, client secret or managed identity)"},
+		{"AZURE_OPENAI_PROXY_KEYS", "", "keys clients must present (Bearer or api-key), comma-separated"},
+		{"AZURE_OPENAI_PROXY_KEYS_FILE", "", "file of client keys, one per line; SIGHUP re-reads it"},
+		{"AZURE_OPENAI_ENTRA_SCOPE", "https://cognitiveservices.azure.com/.default", "the scope of Entra ID tokens"},
+		{"AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET, AZURE_FEDERATED_TOKEN_FILE, AZURE_AUTHORITY_HOST, IDENTITY_ENDPOINT, IDENTITY_HEADER", "", "Entra ID token sources, as Azure's SDKs read them"},
+		{"AZURE_OPENAI_PROXY_IMDS_ENDPOINT", "http://169.254.169.254/metadata/identity/oauth2/token", "the instance metadata endpoint for managed identity"},
 		{"AZURE_OPENAI_PROXY_ADDRESS", ":8080", "address to listen on (flag --listen, -l)"},
 		{"AZURE_OPENAI_HTTP_PROXY", "", "HTTP proxy for requests to Azure: http://host:port"},
 		{"AZURE_OPENAI_SOCKS_PROXY", "", "SOCKS5 proxy for requests to Azure: socks5://host:port"},
@@ -138,14 +147,17 @@ func envOr(getenv func(string) string, name string) string {
 func loadConfig(o options, getenv func(string) string) (Config, error) {
 	cfg := Config{ListenAddr: o.listen, ConfigFile: o.config, Env: getenv}
 	var err error
+	if cfg.RootCAs, err = loadCAFile(getenv("AZURE_OPENAI_PROXY_CA_FILE")); err != nil {
+		return cfg, err
+	}
+	// The token source is chosen from the environment once; a backend that
+	// uses Entra ID, now or after a reload, needs one.
+	cfg.Entra, cfg.entraErr = newEntraCredential(getenv, tokenHTTPClient(cfg.RootCAs), time.Now)
 	if cfg.Routes, err = cfg.loadRoutes(); err != nil {
 		return cfg, err
 	}
 	if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
 		return cfg, settingError("--listen / AZURE_OPENAI_PROXY_ADDRESS", "%q is not host:port", cfg.ListenAddr)
-	}
-	if cfg.RootCAs, err = loadCAFile(getenv("AZURE_OPENAI_PROXY_CA_FILE")); err != nil {
-		return cfg, err
 	}
 	maxBody := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_BODY")
 	if cfg.MaxBodyBytes, err = strconv.ParseInt(maxBody, 10, 64); err != nil || cfg.MaxBodyBytes <= 0 {
@@ -177,10 +189,17 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 // loadRoutes builds the route table from the config file, or from the
 // environment alone; at start-up and again on each reload.
 func (cfg Config) loadRoutes() (*routeTable, error) {
+	var t *routeTable
+	var err error
 	if cfg.ConfigFile != "" {
-		return loadRouteTable(cfg.ConfigFile, cfg.Env)
+		t, err = loadRouteTable(cfg.ConfigFile, cfg.Env)
+	} else {
+		t, err = routeTableFromEnv(cfg.Env)
 	}
-	return routeTableFromEnv(cfg.Env)
+	if err == nil && t.usesEntra() && cfg.Entra == nil {
+		return nil, cfg.entraErr // names the variable that is missing
+	}
+	return t, err
 }
 
 // parseEndpoint checks an Azure endpoint; name is the setting it came from.

@@ -19,7 +19,8 @@ import (
 //	  "max_attempts": 3,
 //	  "backends": {
 //	    "eastus": {"endpoint": "https://a.openai.azure.com", "api_key_env": "EASTUS_KEY"},
-//	    "sweden": {"endpoint": "https://b.openai.azure.com", "api_key_file": "/run/secrets/sweden"}
+//	    "sweden": {"endpoint": "https://b.openai.azure.com", "api_key_file": "/run/secrets/sweden"},
+//	    "westus": {"endpoint": "https://c.openai.azure.com", "auth": "entra"}
 //	  },
 //	  "models": {
 //	    "gpt-4o": [{"backend": "eastus", "deployment": "gpt4o"}, {"backend": "sweden", "deployment": "gpt-4o", "weight": 2}]
@@ -202,6 +203,9 @@ func (p *configParser) parse(data []byte) (*routeTable, error) {
 	} else if err := t.addMapperModels(p.getenv); err != nil {
 		return nil, err
 	}
+	if err := t.finish(p.getenv); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -210,12 +214,12 @@ func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, pre
 	if !validBackendName(name) {
 		return nil, p.errorf(path, "backend names are letters, digits, '-', '_' and '.', at most 64 characters")
 	}
-	members, err := p.object(raw, path, "endpoint", "api_key_env", "api_key_file", "api_version", "preview_api_version")
+	members, err := p.object(raw, path, "endpoint", "auth", "api_key_env", "api_key_file", "api_version", "preview_api_version")
 	if err != nil {
 		return nil, err
 	}
 	b := &backend{name: name, apiVersion: apiVersion, previewAPIVersion: previewAPIVersion}
-	var keyEnv, keyFile string
+	var keyEnv, keyFile, auth string
 	for _, m := range members {
 		field := join(path, m.key)
 		v, err := p.str(m.value, field)
@@ -226,6 +230,10 @@ func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, pre
 		case "endpoint":
 			if b.endpoint, err = parseEndpoint(field, v); err != nil {
 				return nil, p.errorf(field, "%q is not an http(s) URL like https://RES.openai.azure.com", redactUserinfo(v))
+			}
+		case "auth":
+			if auth = v; auth != "key" && auth != "entra" {
+				return nil, p.errorf(field, "%q is not key or entra", v)
 			}
 		case "api_key_env":
 			keyEnv = v
@@ -245,6 +253,10 @@ func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, pre
 		return nil, p.errorf(join(path, "endpoint"), "required")
 	}
 	switch {
+	case auth == "entra" && (keyEnv != "" || keyFile != ""):
+		return nil, p.errorf(path, "auth is entra, so it takes no api_key_env or api_key_file")
+	case auth == "entra":
+		b.entra = true
 	case keyEnv != "" && keyFile != "":
 		return nil, p.errorf(path, "give api_key_env or api_key_file, not both")
 	case keyEnv != "":

@@ -33,19 +33,20 @@ const (
 // not seen any byte of. Everything it needs was decided by the handler and
 // travels in the request's upstreamCall.
 type backendTransport struct {
-	next http.RoundTripper
-	log  *slog.Logger
-	now  func() time.Time
+	next  http.RoundTripper
+	log   *slog.Logger
+	now   func() time.Time
+	entra *entraCredential // for backends that authenticate with Entra ID
 
 	mu      sync.Mutex
 	resting map[string]time.Time // candidate cooldownKey → rest until
 }
 
-func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time) *backendTransport {
+func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time, entra *entraCredential) *backendTransport {
 	if now == nil {
 		now = time.Now
 	}
-	return &backendTransport{next: next, log: logger, now: now, resting: map[string]time.Time{}}
+	return &backendTransport{next: next, log: logger, now: now, entra: entra, resting: map[string]time.Time{}}
 }
 
 // allRestingError is returned when every candidate of a model rests; the
@@ -73,7 +74,17 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		tried[i] = true
 		c := candidates[i]
-		resp, err := t.next.RoundTrip(call.attemptRequest(req, c))
+		out := call.attemptRequest(req, c)
+		if c.backend.entra {
+			token, err := t.entra.Token(req.Context())
+			if err != nil {
+				call.host = c.backend.endpoint.Host
+				return nil, err // the same identity serves every backend: no other candidate would fare better
+			}
+			out.Header.Del("Api-Key")
+			out.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := t.next.RoundTrip(out)
 		call.attempts++
 		call.backend, call.deployment, call.host = c.backend.name, c.deployment, c.backend.endpoint.Host
 		retry, rest, reason := t.judge(req.Context(), c, resp, err)

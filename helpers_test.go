@@ -145,6 +145,9 @@ type testProxy struct {
 
 var listenLine = regexp.MustCompile(`listen(?:=|":")(127\.0\.0\.1:\d+)`)
 
+// anyListenLine matches a start-up line on any address; only its port is used.
+var anyListenLine = regexp.MustCompile(`listen(?:=|":")[^\s",]*:(\d+)`)
+
 // startProxy runs the program against fake (nil: env must name an endpoint)
 // with env on top of the defaults, and waits until it serves /healthz.
 func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...string) *testProxy {
@@ -176,8 +179,8 @@ func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...st
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if m := listenLine.FindStringSubmatch(p.logs.String()); m != nil {
-			p.URL = "http://" + m[1]
+		if m := anyListenLine.FindStringSubmatch(p.logs.String()); m != nil {
+			p.URL = "http://127.0.0.1:" + m[1]
 			break
 		}
 		select {

@@ -86,8 +86,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	logger.Info("azure-openai-proxy started", append([]any{"listen", ln.Addr().String(), "version", version()}, cfg.Routes.summary()...)...)
 
+	warnIfOpen(cfg, ln.Addr(), logger)
 	reload := make(chan os.Signal, 1)
-	if cfg.ConfigFile != "" {
+	if cfg.ConfigFile != "" || cfg.Env("AZURE_OPENAI_PROXY_KEYS_FILE") != "" {
 		signal.Notify(reload, syscall.SIGHUP)
 		defer signal.Stop(reload)
 	}
@@ -115,6 +116,25 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	<-served
 	logger.Info("stopped")
 	return nil
+}
+
+// warnIfOpen warns when the proxy holds Azure credentials of its own but lets
+// anyone who can reach it use them.
+func warnIfOpen(cfg Config, addr net.Addr, logger *slog.Logger) {
+	if cfg.Routes.clientKeys != nil {
+		return
+	}
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return
+	}
+	for _, b := range cfg.Routes.backends {
+		if b.hasCredential() {
+			logger.Warn("OPEN PROXY: this proxy sends its own Azure credential for every request, and requires no client key, "+
+				"on an address others can reach. Anyone who can connect can use your Azure quota. "+
+				"Set AZURE_OPENAI_PROXY_KEYS (or _FILE), or listen on 127.0.0.1.", "listen", addr.String(), "backend", b.name)
+			return
+		}
+	}
 }
 
 // reloadRoutes re-reads the configuration: a valid one replaces the route

@@ -117,7 +117,7 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState) http.Handle
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewriteUpstream,
-		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now),
+		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
 		ModifyResponse: stripUpstreamCORS,
 		ErrorHandler:   h.upstreamError,
@@ -182,14 +182,21 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 		}
 	}
 	key := clientKey(r.Header)
+	if table.clientKeys != nil {
+		if !table.clientKeys.allows(key) {
+			return newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
+				"Incorrect API key provided: this proxy accepts only its own client keys (as 'Authorization: Bearer KEY' or 'api-key').")
+		}
+		key = "" // a proxy key, not an Azure key: it goes no further
+	}
 	switch rt.kind {
 	case routeModelList:
-		if key == "" {
+		if key == "" && table.clientKeys == nil {
 			return missingKey()
 		}
 		return h.serveModelList(w, table)
 	case routeModel:
-		if key == "" {
+		if key == "" && table.clientKeys == nil {
 			return missingKey()
 		}
 		return h.serveModel(w, table, rt.model)
@@ -302,6 +309,12 @@ func (h *proxyHandler) upstreamError(w http.ResponseWriter, r *http.Request, err
 	}
 	call := r.Context().Value(upstreamCallKey{}).(*upstreamCall)
 	host := call.host
+	if tokenErr, ok := errors.AsType[*tokenError](err); ok {
+		h.log.Error("no Entra ID token", "source", tokenErr.source, "reason", tokenErr.reason)
+		writeError(w, newAPIError(http.StatusBadGateway, typeServer, "upstream_auth_failed", "",
+			"The proxy "+tokenErr.Error()+", so it cannot call Azure OpenAI at "+host+"."))
+		return
+	}
 	if errors.Is(err, errUpstreamTimeout) {
 		h.log.Warn("upstream timeout", "host", host, "timeout", h.cfg.UpstreamTimeout.String())
 		writeError(w, newAPIError(http.StatusGatewayTimeout, typeServer, "upstream_timeout", "",

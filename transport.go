@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -39,6 +40,17 @@ func newUpstreamTransport(cfg Config) http.RoundTripper {
 		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	}
 	return &headerTimeoutTransport{next: t, timeout: cfg.UpstreamTimeout}
+}
+
+// tokenHTTPClient fetches Entra ID tokens. Managed identity endpoints are
+// local (link-local or in the same host), so no outbound proxy applies.
+func tokenHTTPClient(rootCAs *x509.CertPool) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	if rootCAs != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: rootCAs, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: t, Timeout: tokenFetchTimeout}
 }
 
 // headerTimeoutTransport bounds the wait for response headers, and says so
