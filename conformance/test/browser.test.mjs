@@ -102,7 +102,7 @@ test('headless Chromium streams a chat completion across origins, event by event
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--remote-debugging-port=0', `--user-data-dir=${profile}`,
     `http://127.0.0.1:${pages.address().port}/`,
-  ], { stdio: 'ignore' });
+  ], { stdio: 'ignore', detached: true }); // its own process group, so its helpers go with it
   try {
     const got = await Promise.race([
       result,
@@ -117,7 +117,13 @@ test('headless Chromium streams a chat completion across origins, event by event
     assert.equal(upstream[0].method, 'POST');
     assert.equal(upstream[0].path, '/openai/deployments/gpt4o-deploy/chat/completions');
   } finally {
-    browser.kill('SIGKILL');
-    rmSync(profile, { recursive: true, force: true });
+    const exited = browser.exitCode !== null || browser.signalCode !== null
+      ? Promise.resolve()
+      : new Promise((resolve) => browser.once('exit', resolve));
+    try { process.kill(-browser.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await exited;
+    try {
+      rmSync(profile, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+    } catch { /* a temporary directory; not worth failing the test over */ }
   }
 });
