@@ -61,58 +61,183 @@ func isJSON(contentType string) bool {
 	return err == nil && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"))
 }
 
+// bodyModel is where a request body names its model, so that each attempt
+// can name its own deployment there instead.
+type bodyModel struct {
+	value      []byte
+	edit       bodyEdit
+	start, end int // the bytes edit replaces (start == end: an insertion point)
+}
+
+// bodyEdit says how to put a deployment into the body.
+type bodyEdit int
+
+const (
+	editNone           bodyEdit = iota
+	editJSONValue               // replace the "model" value with "deployment"
+	editJSONInsert              // insert "model":"deployment", at the start of the object
+	editJSONInsertOnly          // insert "model":"deployment" into an empty object
+	editMultipartValue          // replace the "model" field's content
+)
+
 // modelFromBody returns the model a deployment route's body names: the
 // multipart field "model", or the JSON body's top-level "model".
-func modelFromBody(contentType string, body []byte) ([]byte, *apiError) {
+func modelFromBody(contentType string, body []byte) (bodyModel, *apiError) {
 	if boundary, ok := isMultipart(contentType); ok {
-		return modelFromMultipart(body, boundary)
+		value, start, end, e := modelFromMultipart(body, boundary)
+		m := bodyModel{value: value}
+		if e == nil && end > start {
+			m.edit, m.start, m.end = editMultipartValue, start, end
+		}
+		return m, e
 	}
-	field, err := findModel(body)
+	field, e := jsonModel(body)
 	switch {
-	case err != nil:
-		return nil, badRequest("invalid_json", "",
-			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
+	case e != nil:
+		return bodyModel{}, e
 	case !field.found:
-		return nil, missingModel()
+		return bodyModel{}, missingModel()
 	case !field.isString:
-		return nil, badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
+		return bodyModel{}, badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
 	}
-	return field.value, nil
+	return bodyModel{value: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
+}
+
+// jsonModel finds the model of a body that must be one JSON object.
+func jsonModel(body []byte) (modelField, *apiError) {
+	field, err := findModel(body)
+	if err != nil {
+		return field, badRequest("invalid_json", "",
+			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
+	}
+	return field, nil
+}
+
+// modelInsertion is where a JSON object without a model can take one: just
+// after its opening brace.
+func modelInsertion(body []byte) bodyModel {
+	open := bytes.IndexByte(body, '{') + 1
+	rest := bytes.TrimLeft(body[open:], " \t\r\n")
+	edit := editJSONInsert
+	if len(rest) > 0 && rest[0] == '}' {
+		edit = editJSONInsertOnly
+	}
+	return bodyModel{edit: edit, start: open, end: open}
+}
+
+// replacement is what an edit writes for deployment.
+func (m bodyModel) replacement(deployment string) []byte {
+	switch m.edit { // a valid deployment name needs no escaping
+	case editJSONValue:
+		return []byte(`"` + deployment + `"`)
+	case editJSONInsert:
+		return []byte(`"model":"` + deployment + `",`)
+	case editJSONInsertOnly:
+		return []byte(`"model":"` + deployment + `"`)
+	case editMultipartValue:
+		return []byte(deployment)
+	}
+	return nil
 }
 
 // maxMultipartModel bounds how much of a multipart "model" field is read.
 const maxMultipartModel = 256
 
 // modelFromMultipart reads the form field "model", which clients often send
-// after the file: the parts before it are skipped, never copied.
-func modelFromMultipart(body []byte, boundary string) ([]byte, *apiError) {
+// after the file: the parts before it are skipped, never copied. It returns
+// the value as a slice of body, so that it can be replaced in place.
+func modelFromMultipart(body []byte, boundary string) (value []byte, start, end int, e *apiError) {
 	if boundary == "" {
-		return nil, badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
+		return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for {
-		part, err := mr.NextPart()
+	for part := 0; ; part++ {
+		p, err := mr.NextPart()
 		if err == io.EOF {
-			return nil, missingModel()
+			return nil, 0, 0, missingModel()
 		}
 		if err != nil {
-			return nil, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+			return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
 		}
-		if part.FormName() != "model" || part.FileName() != "" {
+		if p.FormName() != "model" || p.FileName() != "" {
 			continue
 		}
-		value, err := io.ReadAll(io.LimitReader(part, maxMultipartModel+1))
+		decoded, err := io.ReadAll(io.LimitReader(p, maxMultipartModel+1))
 		if err != nil {
-			return nil, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+			return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
 		}
-		if len(value) > maxMultipartModel {
-			return nil, invalidModel(string(value))
+		switch {
+		case len(decoded) > maxMultipartModel:
+			return nil, 0, 0, invalidModel(string(decoded))
+		case len(decoded) == 0:
+			return nil, 0, 0, missingModel()
 		}
-		if len(value) == 0 {
-			return nil, missingModel()
+		start, end, ok := multipartContentSpan(body, boundary, part)
+		if !ok || !bytes.Equal(body[start:end], decoded) {
+			// Encoded (quoted-printable): no span to replace.
+			return decoded, 0, 0, nil
 		}
-		return value, nil
+		return body[start:end], start, end, nil
 	}
+}
+
+// multipartContentSpan finds the bytes of part k's content in a body that
+// mime/multipart has already read as valid: between the blank line after its
+// headers and the line break before the next boundary.
+func multipartContentSpan(body []byte, boundary string, k int) (start, end int, ok bool) {
+	delim := []byte("--" + boundary)
+	next := func(from int) int { // the next boundary line at or after from
+		for i := from; i <= len(body)-len(delim); {
+			j := bytes.Index(body[i:], delim)
+			if j < 0 {
+				return -1
+			}
+			at := i + j
+			if at == 0 || body[at-1] == '\n' {
+				return at
+			}
+			i = at + 1
+		}
+		return -1
+	}
+	at := next(0)
+	for part := 0; at >= 0; part++ {
+		nl := bytes.IndexByte(body[at:], '\n')
+		if nl < 0 {
+			return 0, 0, false
+		}
+		headers := at + nl + 1
+		var content int
+		switch {
+		case bytes.HasPrefix(body[headers:], []byte("\r\n")):
+			content = headers + 2
+		case bytes.HasPrefix(body[headers:], []byte("\n")):
+			content = headers + 1
+		default:
+			crlf, lf := bytes.Index(body[headers:], []byte("\r\n\r\n")), bytes.Index(body[headers:], []byte("\n\n"))
+			switch {
+			case crlf >= 0 && (lf < 0 || crlf <= lf):
+				content = headers + crlf + 4
+			case lf >= 0:
+				content = headers + lf + 2
+			default:
+				return 0, 0, false
+			}
+		}
+		following := next(content)
+		if following < 0 {
+			return 0, 0, false
+		}
+		if part == k {
+			end := following - 1 // the '\n' before the boundary line
+			if end > content && body[end-1] == '\r' {
+				end--
+			}
+			return content, max(end, content), true
+		}
+		at = following
+	}
+	return 0, 0, false
 }
 
 func missingModel() *apiError {

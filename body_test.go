@@ -89,9 +89,20 @@ func TestBodyTooLargeEndToEnd(t *testing.T) {
 }
 
 func TestModelFromMultipart(t *testing.T) {
-	body, ct := multipartBody(t, 100, "model", "whisper-1")
-	if m, e := modelFromBody(ct, body); e != nil || string(m) != "whisper-1" {
-		t.Errorf("model after file = %q, %v", m, e)
+	body, ct := multipartBody(t, 100, "model", "whisper-1", "language", "en")
+	m, e := modelFromBody(ct, body)
+	if e != nil || string(m.value) != "whisper-1" || m.edit != editMultipartValue || string(body[m.start:m.end]) != "whisper-1" {
+		t.Errorf("model after file = %+v, %v", m, e)
+	}
+	// LF-only line ends and a preamble, which mime/multipart accepts too.
+	lf := []byte("preamble\n--b\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\n\nDATA\n--b\nContent-Disposition: form-data; name=\"model\"\n\ngpt-4o\n--b--\n")
+	if m, e := modelFromBody("multipart/form-data; boundary=b", lf); e != nil || string(lf[m.start:m.end]) != "gpt-4o" {
+		t.Errorf("LF-only body: %+v %v", m, e)
+	}
+	// A quoted-printable field has no raw span to replace; its decoded value still counts.
+	qp := []byte("--b\r\nContent-Disposition: form-data; name=\"model\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ngpt=2D4o\r\n--b--\r\n")
+	if m, e := modelFromBody("multipart/form-data; boundary=b", qp); e != nil || string(m.value) != "gpt-4o" || m.edit != editNone {
+		t.Errorf("quoted-printable: %+v %v", m, e)
 	}
 	body, ct = multipartBody(t, 100, "model", strings.Repeat("w", 300))
 	if _, e := modelFromBody(ct, body); e == nil || e.Status != 400 {

@@ -29,6 +29,7 @@ type Config struct {
 	CORSOrigins     []string
 	LogFormat       string           // "text" or "json"
 	Now             func() time.Time // nil: time.Now; tests set a clock
+	RawStream       bool             // pass Azure's chat streams as they are, without dropping the chunks OpenAI never sends
 	Entra           *entraCredential // nil when the environment describes no usable token source
 	entraErr        error            // why Entra is nil
 }
@@ -62,6 +63,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
 		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated"},
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
+		{"AZURE_OPENAI_PROXY_RAW_STREAM", "0", "1: pass chat streams as Azure sends them, empty-choices and annotation-only chunks included"},
 	}
 }
 
@@ -177,6 +179,13 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 			return cfg, settingError("AZURE_OPENAI_PROXY_CORS_ORIGINS", "%q is not an origin like https://chat.example.com, or *", o)
 		}
 		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+	}
+	switch raw := envOr(getenv, "AZURE_OPENAI_PROXY_RAW_STREAM"); raw {
+	case "0", "false":
+	case "1", "true":
+		cfg.RawStream = true
+	default:
+		return cfg, settingError("AZURE_OPENAI_PROXY_RAW_STREAM", "%q is not 0 or 1", raw)
 	}
 	switch cfg.LogFormat = envOr(getenv, "AZURE_OPENAI_PROXY_LOG_FORMAT"); cfg.LogFormat {
 	case "text", "json":

@@ -68,11 +68,10 @@ func (p corsPolicy) preflight(w http.ResponseWriter, r *http.Request) {
 
 // stripUpstreamCORS removes CORS headers from Azure's answer: the proxy's own
 // policy decides, and duplicate Access-Control-Allow-Origin headers make browsers refuse the answer.
-func stripUpstreamCORS(resp *http.Response) error {
+func stripUpstreamCORS(resp *http.Response) {
 	for name := range resp.Header {
 		if strings.HasPrefix(name, "Access-Control-") {
 			delete(resp.Header, name)
 		}
 	}
-	return nil
 }

@@ -26,6 +26,7 @@ type steppedStream struct {
 	events  []string
 	ack     chan struct{}
 	started chan struct{}
+	dropped map[int]bool // events the proxy drops: the client never sees them, so never acks them
 }
 
 func newSteppedStream(events ...string) *steppedStream {
@@ -36,9 +37,12 @@ func (s *steppedStream) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("apim-request-id", "stream-1")
 	s.started <- struct{}{}
-	for _, ev := range s.events {
+	for i, ev := range s.events {
 		fmt.Fprint(w, ev)
 		w.(http.Flusher).Flush()
+		if s.dropped[i] {
+			continue
+		}
 		select {
 		case <-s.ack:
 		case <-r.Context().Done():
@@ -58,7 +62,7 @@ func readEvent(t *testing.T, r *bufio.Reader) string {
 		for {
 			line, err := r.ReadString('\n')
 			ev.WriteString(line)
-			if err != nil || line == "\n" {
+			if err != nil || line == "\n" || line == "\r\n" {
 				got <- ev.String()
 				return
 			}
@@ -73,28 +77,47 @@ func readEvent(t *testing.T, r *bufio.Reader) string {
 	}
 }
 
+// TestStreamDeliveredEventByEvent: each event reaches the client before the
+// next is sent, so nothing is buffered; by default Azure's empty first chunk
+// and annotation-only chunks are dropped, and with
+// AZURE_OPENAI_PROXY_RAW_STREAM=1 every event passes.
 func TestStreamDeliveredEventByEvent(t *testing.T) {
-	events := []string{
-		"data: {\"choices\":[],\"prompt_filter_results\":[]}\n\n",
-		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
-		"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\n",
+	azure := []string{
+		"data: {\"choices\":[],\"prompt_filter_results\":[{\"prompt_index\":0}]}\n\n",
+		"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"},\"index\":0}]}\n\n",
+		"data: {\"choices\":[{\"delta\":{\"content\":\"lo\"},\"index\":0}]}\r\n\r\n",
+		"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\",\"index\":0}]}\n\n",
+		"data: {\"choices\":[{\"content_filter_results\":{},\"content_filter_offsets\":{},\"finish_reason\":null,\"index\":0}]}\n\n",
+		": keep-alive\n\n",
 		"data: [DONE]\n\n",
 	}
-	stream := newSteppedStream(events...)
-	fake := newFakeAzure(t, fakeTLS, stream.serve)
-	p := startProxy(t, fake, nil)
-	resp, r := p.openStream(t, context.Background())
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("Content-Type = %q", ct)
-	}
-	for i, want := range events {
-		if got := readEvent(t, r); got != want {
-			t.Fatalf("event %d = %q, want %q", i, got, want)
+	for _, raw := range []bool{false, true} {
+		stream := newSteppedStream(azure...)
+		if !raw {
+			stream.dropped = map[int]bool{0: true, 4: true}
 		}
-		stream.ack <- struct{}{}
-	}
-	if rest, _ := io.ReadAll(r); len(rest) != 0 {
-		t.Errorf("extra bytes after the stream: %q", rest)
+		fake := newFakeAzure(t, fakeTLS, stream.serve)
+		env := map[string]string{}
+		if raw {
+			env["AZURE_OPENAI_PROXY_RAW_STREAM"] = "1"
+		}
+		p := startProxy(t, fake, env)
+		resp, r := p.openStream(t, context.Background())
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("Content-Type = %q", ct)
+		}
+		for i, want := range azure {
+			if stream.dropped[i] {
+				continue
+			}
+			if got := readEvent(t, r); got != want {
+				t.Fatalf("raw=%v: event %d = %q, want %q", raw, i, got, want)
+			}
+			stream.ack <- struct{}{}
+		}
+		if rest, _ := io.ReadAll(r); len(rest) != 0 {
+			t.Errorf("raw=%v: extra bytes after the stream: %q", raw, rest)
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -38,7 +39,7 @@ type upstreamCall struct {
 	rawQuery  string // the client's query
 	clientKey string
 	body      *bodyLease // nil: no body
-	modelSpan [2]int     // on other routes: the body's model value, replaced by each candidate's deployment
+	bodyModel bodyModel  // where the body names the model, for the backends that read the deployment there
 
 	// Set by the transport, for the log and the error messages.
 	backend, deployment, host string
@@ -55,18 +56,30 @@ func (c *upstreamCall) candidates() []candidate {
 	return []candidate{{backend: c.table.defaultBackend, deployment: c.model, weight: 1}}
 }
 
+// apiV1 is the api_version that selects Azure's v1 API: OpenAI's own paths
+// under /openai/v1/, the deployment in the body, no dated api-version.
+const apiV1 = "v1"
+
 // attemptRequest is the outbound request for one candidate: its URL,
 // api-version, key and body. req is ReverseProxy's outbound request.
 func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.Request {
 	b := cand.backend
 	out := req.Clone(context.WithValue(req.Context(), attemptBackendKey{}, b))
+	v1 := b.apiVersion == apiV1
 	apiVersion := b.apiVersion
 	if c.family == apiPreview {
 		apiVersion = b.previewAPIVersion
 	}
 	query := withAPIVersion(c.rawQuery, apiVersion)
 	path := "/openai/" + c.op
-	if c.kind == routeDeployment || c.kind == routeEngine {
+	switch {
+	case v1:
+		path = "/openai/v1/" + c.op
+		query = c.rawQuery
+		if strings.HasPrefix(c.op, "audio/") || strings.HasPrefix(c.op, "images/") {
+			query = withAPIVersion(c.rawQuery, "preview") // v1 serves these as preview
+		}
+	case c.kind == routeDeployment || c.kind == routeEngine:
 		path = "/openai/deployments/" + cand.deployment + "/" + c.op
 	}
 	out.URL, _ = upstreamURL(b.endpoint, path, query) // cannot fail: resolveRoute has unescaped this path already
@@ -78,11 +91,13 @@ func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.R
 	out.Header.Set("Api-Key", key)
 	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 	if c.body != nil {
+		// The deployment goes into the body where Azure reads it there: on
+		// every v1 route, and on dated routes without it in the path.
+		var start, end int
 		var replacement []byte
-		if c.modelSpan[1] > 0 {
-			replacement = []byte(`"` + cand.deployment + `"`) // a valid deployment name needs no escaping
+		if m := c.bodyModel; m.edit != editNone && (v1 || c.kind == routePassthrough) {
+			start, end, replacement = m.start, m.end, m.replacement(cand.deployment)
 		}
-		start, end := c.modelSpan[0], c.modelSpan[1]
 		out.Body = c.body.reader(start, end, replacement)
 		out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
 		out.ContentLength = int64(c.body.size - (end - start) + len(replacement))
@@ -119,7 +134,7 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState) http.Handle
 		Rewrite:        rewriteUpstream,
 		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
-		ModifyResponse: stripUpstreamCORS,
+		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		BufferPool:     &copyBufferPool{},
@@ -221,8 +236,20 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	case routeDeployment, routeEngine:
 		model := []byte(rt.model)
 		if rt.kind == routeDeployment {
-			if model, e = modelFromBody(r.Header.Get("Content-Type"), body); e != nil {
+			if call.bodyModel, e = modelFromBody(r.Header.Get("Content-Type"), body); e != nil {
 				return e
+			}
+			model = call.bodyModel.value
+		} else if len(body) > 0 {
+			// The legacy engines route names the model in the path; a v1
+			// backend needs it in the body.
+			field, e := jsonModel(body)
+			if e != nil {
+				return e
+			}
+			call.bodyModel = modelInsertion(body)
+			if field.found {
+				call.bodyModel = bodyModel{edit: editJSONValue, start: field.start, end: field.end}
 			}
 		}
 		entry.model = string(model)
@@ -234,17 +261,16 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 		}
 	case routePassthrough:
 		if isJSON(r.Header.Get("Content-Type")) && len(body) > 0 {
-			field, err := findModel(body)
-			if err != nil {
-				return badRequest("invalid_json", "",
-					"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
+			field, e := jsonModel(body)
+			if e != nil {
+				return e
 			}
 			if field.found && field.isString {
 				entry.model = string(field.value)
 				// A configured model goes to its deployments, named in the
 				// body's model (Azure reads it there); any other goes as sent.
 				if call.route = table.route(field.value); call.route != nil {
-					call.modelSpan = [2]int{field.start, field.end}
+					call.bodyModel = bodyModel{edit: editJSONValue, start: field.start, end: field.end}
 				}
 			}
 		}
@@ -279,6 +305,23 @@ func methodNotAllowed(w http.ResponseWriter, allow string) *apiError {
 	w.Header().Set("Allow", allow)
 	return newAPIError(http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "",
 		"This route only accepts "+allow+".")
+}
+
+// modifyResponse shapes Azure's answer for OpenAI's clients: the proxy's CORS
+// policy instead of Azure's, and chat streams as OpenAI sends them.
+func (h *proxyHandler) modifyResponse(resp *http.Response) error {
+	stripUpstreamCORS(resp)
+	call, _ := resp.Request.Context().Value(upstreamCallKey{}).(*upstreamCall)
+	if h.cfg.RawStream || call == nil || (call.kind != routeDeployment && call.kind != routeEngine) ||
+		(call.op != "chat/completions" && call.op != "completions") {
+		return nil
+	}
+	if mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mediaType == "text/event-stream" {
+		resp.Body = newEventFilter(resp.Body)
+		resp.ContentLength = -1
+		resp.Header.Del("Content-Length")
+	}
+	return nil
 }
 
 // rewriteUpstream removes what must not reach Azure from the outbound

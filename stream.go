@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+)
+
+// Azure's chat streams differ from OpenAI's in ways that break clients: the
+// first chunk has "choices": [] and prompt_filter_results (code that reads
+// choices[0] crashes), and with the asynchronous content filter,
+// annotation-only chunks can arrive, even after the finish chunk. The event
+// filter drops exactly those and passes every other event byte for byte.
+// It works on whole server-sent events, whatever the read boundaries, and
+// hands on each kept event as soon as it is complete.
+
+// sseSplitter cuts a byte stream into server-sent events: runs of lines up to
+// and including an empty line. Lines end in "\r\n", "\n" or "\r".
+type sseSplitter struct {
+	buf       []byte
+	scanned   int // bytes of buf already searched for line ends
+	lineStart int // where the line being scanned starts
+}
+
+func (s *sseSplitter) write(p []byte) {
+	if len(s.buf) == 0 {
+		s.buf = s.buf[:0] // reuse the array once everything has been taken
+	}
+	s.buf = append(s.buf, p...)
+}
+
+// next returns the next complete event, or false when the bytes so far end
+// inside one. With atEOF, a "\r" at the end counts as a line end.
+func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
+	for s.scanned < len(s.buf) {
+		rest := s.buf[s.scanned:]
+		i := bytes.IndexByte(rest, '\n')
+		limit := len(rest)
+		if i >= 0 {
+			limit = i
+		}
+		if cr := bytes.IndexByte(rest[:limit], '\r'); cr >= 0 {
+			i = cr
+		}
+		if i < 0 {
+			s.scanned = len(s.buf)
+			return nil, false
+		}
+		end := s.scanned + i // the terminator's first byte
+		termLen := 1
+		if s.buf[end] == '\r' {
+			switch {
+			case end+1 < len(s.buf) && s.buf[end+1] == '\n':
+				termLen = 2
+			case end+1 == len(s.buf) && !atEOF:
+				return nil, false // "\r" or "\r\n": the next read decides
+			}
+		}
+		lineEmpty := end == s.lineStart
+		s.scanned = end + termLen
+		s.lineStart = s.scanned
+		if lineEmpty {
+			event := s.buf[:s.scanned]
+			s.buf = s.buf[s.scanned:]
+			s.scanned, s.lineStart = 0, 0
+			return event, true
+		}
+	}
+	return nil, false
+}
+
+// rest returns what remains, an event the stream ended inside of.
+func (s *sseSplitter) rest() []byte {
+	r := s.buf
+	s.buf, s.scanned, s.lineStart = nil, 0, 0
+	return r
+}
+
+// eventFilter wraps Azure's chat stream and drops the chunks that OpenAI
+// never sends.
+type eventFilter struct {
+	src     io.ReadCloser
+	split   sseSplitter
+	out     []byte // kept events not yet read
+	readBuf []byte
+	err     error
+}
+
+func newEventFilter(src io.ReadCloser) *eventFilter {
+	return &eventFilter{src: src, readBuf: make([]byte, 4<<10)}
+}
+
+func (f *eventFilter) Read(p []byte) (int, error) {
+	for len(f.out) == 0 {
+		if f.err != nil {
+			f.out = append(f.out, f.split.rest()...) // an unfinished last event passes as it came
+			if len(f.out) == 0 {
+				return 0, f.err
+			}
+			break
+		}
+		n, err := f.src.Read(f.readBuf)
+		f.split.write(f.readBuf[:n])
+		f.err = err
+		for {
+			event, ok := f.split.next(err != nil)
+			if !ok {
+				break
+			}
+			if keepEvent(event) {
+				f.out = append(f.out, event...)
+			}
+		}
+	}
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	if len(f.out) == 0 {
+		f.out = f.out[:0:0]
+	}
+	return n, nil
+}
+
+func (f *eventFilter) Close() error { return f.src.Close() }
+
+// cutLine returns the first line of b without its "\r\n", "\n" or "\r", and the rest.
+func cutLine(b []byte) (line, rest []byte) {
+	i := bytes.IndexAny(b, "\r\n")
+	if i < 0 {
+		return b, nil
+	}
+	if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
+		return b[:i], b[i+2:]
+	}
+	return b[:i], b[i+1:]
+}
+
+// keepEvent reports whether an event is one OpenAI would send. It drops a
+// chunk whose choices are empty and that carries no usage (Azure's prompt
+// filter results), and a chunk whose every choice holds only content-filter
+// fields (no delta, no text, no finish_reason). Everything else is kept:
+// named events (the Responses API's response.*), comments, [DONE], errors,
+// and the include_usage chunk.
+func keepEvent(event []byte) bool {
+	var data []byte
+	lines := 0
+	for len(event) > 0 {
+		var line []byte
+		line, event = cutLine(event)
+		if len(line) == 0 || line[0] == ':' {
+			continue
+		}
+		name, value, _ := bytes.Cut(line, []byte(":"))
+		value = bytes.TrimPrefix(value, []byte(" "))
+		switch string(name) {
+		case "event":
+			if len(value) > 0 && string(value) != "message" {
+				return true
+			}
+		case "data":
+			if lines > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, value...)
+			lines++
+		}
+	}
+	if lines == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
+		return true
+	}
+	var chunk struct {
+		Choices *[]map[string]json.RawMessage `json:"choices"`
+		Usage   json.RawMessage               `json:"usage"`
+	}
+	if json.Unmarshal(data, &chunk) != nil || chunk.Choices == nil {
+		return true
+	}
+	if len(chunk.Usage) > 0 && string(chunk.Usage) != "null" {
+		return true
+	}
+	for _, choice := range *chunk.Choices {
+		for key, value := range choice {
+			switch key {
+			case "index", "content_filter_results", "content_filter_offsets":
+			case "finish_reason", "logprobs":
+				if string(value) != "null" {
+					return true
+				}
+			default: // delta, text, or anything else OpenAI sends
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+const (
+	azureFirstChunk = `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}` + "\n\n"
+	contentChunk    = `data: {"choices":[{"content_filter_results":{},"delta":{"content":"Hi"},"finish_reason":null,"index":0}],"created":1,"id":"c","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk"}` + "\n\n"
+	finishChunk     = `data: {"choices":[{"delta":{},"finish_reason":"stop","index":0}],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk"}` + "\n\n"
+	annotationChunk = `data: {"choices":[{"content_filter_offsets":{"check_offset":44,"start_offset":44,"end_offset":198},"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"finish_reason":null,"index":0}],"created":0,"id":"","model":"","object":""}` + "\n\n"
+	usageChunk      = `data: {"choices":[],"created":1,"id":"c","model":"gpt-4o","object":"chat.completion.chunk","usage":{"prompt_tokens":9,"completion_tokens":2,"total_tokens":11}}` + "\n\n"
+	doneEvent       = "data: [DONE]\n\n"
+)
+
+func TestKeepEvent(t *testing.T) {
+	cases := []struct {
+		event string
+		keep  bool
+	}{
+		{azureFirstChunk, false},
+		{annotationChunk, false},
+		{strings.ReplaceAll(annotationChunk, "\n", "\r\n"), false},
+		{contentChunk, true},
+		{finishChunk, true},
+		{usageChunk, true},
+		{doneEvent, true},
+		{": keep-alive comment\n\n", true},
+		{"id: 7\n\n", true},
+		{"event: response.created\ndata: {\"choices\":[]}\n\n", true},
+		{"event: message\ndata: {\"choices\":[]}\n\n", false},
+		{`data: {"error":{"code":"content_filter","message":"filtered"}}` + "\n\n", true},
+		{"data: {not json\n\n", true},
+		{`data: {"choices":[{"text":"hi","index":0,"finish_reason":null}]}` + "\n\n", true}, // completions
+		{`data: {"choices":[{"index":0,"finish_reason":null,"logprobs":null}]}` + "\n\n", false},
+		{"data: {\"choices\":\ndata: []}\n\n", false}, // data over two lines
+		{"data:{\"choices\":[]}\r\r", false},
+	}
+	for _, tc := range cases {
+		if got := keepEvent([]byte(tc.event)); got != tc.keep {
+			t.Errorf("keepEvent(%q) = %v, want %v", tc.event, got, tc.keep)
+		}
+	}
+}
+
+// splitAll feeds data to a splitter in the given pieces and returns the
+// events, the unfinished tail last, marked "REST:".
+func splitAll(pieces [][]byte) []string {
+	events, rest := splitEvents(pieces)
+	if rest != "" {
+		events = append(events, "REST:"+rest)
+	}
+	return events
+}
+
+func splitEvents(pieces [][]byte) (events []string, rest string) {
+	var s sseSplitter
+	for i, p := range pieces {
+		s.write(p)
+		for {
+			ev, ok := s.next(i == len(pieces)-1)
+			if !ok {
+				break
+			}
+			events = append(events, string(ev))
+		}
+	}
+	return events, string(s.rest())
+}
+
+func TestSplitterLineEndingsAndLargeEvents(t *testing.T) {
+	big := "data: " + strings.Repeat(`{\"arguments\":\"xyz\"}`, 300_000) + "\n\n" // ~6 MiB of tool-call arguments
+	stream := "data: a\r\n\r\n" + ": comment\n" + "event: x\nid: 1\ndata: b\n\n" + "data: c\r\r" + big + "data: unfinished"
+	want := []string{"data: a\r\n\r\n", ": comment\nevent: x\nid: 1\ndata: b\n\n", "data: c\r\r", big, "REST:data: unfinished"}
+	got := splitAll([][]byte{[]byte(stream)})
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("events differ:\n got %q\nwant %q", short(got), short(want))
+	}
+	// A "\r" at the end of one read may be the start of "\r\n".
+	got = splitAll([][]byte{[]byte("data: a\r"), []byte("\n\r"), []byte("\n")})
+	if strings.Join(got, "|") != "data: a\r\n\r\n" {
+		t.Errorf("split CRLF: %q", got)
+	}
+}
+
+func short(events []string) []string {
+	var out []string
+	for _, e := range events {
+		if len(e) > 60 {
+			e = e[:60] + "…"
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func TestEventFilterWholeStream(t *testing.T) {
+	in := azureFirstChunk + contentChunk + annotationChunk + finishChunk + annotationChunk + usageChunk + doneEvent
+	want := contentChunk + finishChunk + usageChunk + doneEvent
+	for name, r := range map[string]io.Reader{
+		"whole":      strings.NewReader(in),
+		"one byte":   iotest.OneByteReader(strings.NewReader(in)),
+		"half reads": iotest.HalfReader(strings.NewReader(in)),
+	} {
+		got, err := io.ReadAll(newEventFilter(io.NopCloser(r)))
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %v\n got %q\nwant %q", name, err, got, want)
+		}
+	}
+}
+
+// FuzzSSESplitter: any input, split at any points, yields the same events
+// (and the same filtered output) as the input in one piece.
+func FuzzSSESplitter(f *testing.F) {
+	f.Add([]byte(azureFirstChunk+contentChunk+"data: x\r\n\r\n: c\r\rdata: y\r"+doneEvent), uint64(1))
+	f.Add([]byte("\r\n\r\r\n\n\r"), uint64(7))
+	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
+		rng := rand.New(rand.NewPCG(seed, seed))
+		var pieces [][]byte
+		for rest := data; len(rest) > 0; {
+			n := 1 + rng.IntN(len(rest))
+			pieces = append(pieces, rest[:n])
+			rest = rest[n:]
+		}
+		if len(pieces) == 0 {
+			pieces = [][]byte{nil}
+		}
+		whole, wholeRest := splitEvents([][]byte{data})
+		split, splitRest := splitEvents(pieces)
+		if strings.Join(whole, "\x00|") != strings.Join(split, "\x00|") || wholeRest != splitRest {
+			t.Fatalf("whole %q + %q\nsplit %q + %q", whole, wholeRest, split, splitRest)
+		}
+		if strings.Join(whole, "")+wholeRest != string(data) {
+			t.Fatalf("the events and the rest do not add up to the input")
+		}
+		a, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(data))))
+		b, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...))))
+		if !bytes.Equal(a, b) {
+			t.Fatalf("filtered output depends on read boundaries")
+		}
+	})
+}
+
+func readers(pieces [][]byte) []io.Reader {
+	var rs []io.Reader
+	for _, p := range pieces {
+		rs = append(rs, iotest.OneByteReader(bytes.NewReader(p)))
+	}
+	return rs
+}
