@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"log/slog"
+	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,8 +21,9 @@ type accessEntry struct {
 // Flush and Unwrap keep streaming and protocol switches working through it.
 type responseRecorder struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status   int
+	bytes    atomic.Int64 // after a protocol switch, written by ReverseProxy's copying goroutine
+	sessions *sessionTracker
 }
 
 func (r *responseRecorder) WriteHeader(status int) {
@@ -34,8 +38,20 @@ func (r *responseRecorder) Write(p []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	n, err := r.ResponseWriter.Write(p)
-	r.bytes += int64(n)
+	r.bytes.Add(int64(n))
 	return n, err
+}
+
+// Hijack hands the connection to ReverseProxy for a protocol switch
+// (websockets): the session is tracked so that shutdown waits for it, and
+// what it sends the client is counted for the log.
+func (r *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	r.status = http.StatusSwitchingProtocols
+	return r.sessions.track(conn, &r.bytes), brw, nil
 }
 
 func (r *responseRecorder) Flush() {
@@ -61,7 +77,7 @@ func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *
 		slog.String("path", r.URL.Path),
 		slog.Int("status", status),
 		slog.Duration("duration", time.Since(start)),
-		slog.Int64("bytes", rec.bytes),
+		slog.Int64("bytes", rec.bytes.Load()),
 	}
 	switch {
 	case entry.model == "":

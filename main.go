@@ -113,6 +113,10 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		logger.Warn("shutdown timeout passed; closing the remaining connections")
 		srv.Close()
 	}
+	// Shutdown does not wait for websocket sessions: they get what is left of the grace period.
+	if !state.sessions.wait(drainCtx) {
+		logger.Warn("shutdown timeout passed; closing the remaining websocket sessions", "sessions", state.sessions.closeAll())
+	}
 	<-served
 	logger.Info("stopped")
 	return nil

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -21,8 +22,9 @@ import (
 // serverState is what changes while the server runs: readiness (cleared while
 // draining) and the route table (swapped on reload).
 type serverState struct {
-	ready  atomic.Bool
-	routes atomic.Pointer[routeTable]
+	ready    atomic.Bool
+	routes   atomic.Pointer[routeTable]
+	sessions sessionTracker // websocket sessions, which Shutdown does not wait for
 }
 
 // upstreamCall is what the handler decided about one request. It travels in
@@ -73,6 +75,11 @@ func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.R
 	query := withAPIVersion(c.rawQuery, apiVersion)
 	path := "/openai/" + c.op
 	switch {
+	case c.kind == routeRealtime:
+		path, query = "/openai/realtime", realtimeQuery(c.rawQuery, b, cand.deployment)
+		if v1 {
+			path = "/openai/v1/realtime"
+		}
 	case v1:
 		path = "/openai/v1/" + c.op
 		query = c.rawQuery
@@ -158,7 +165,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	start := time.Now()
-	rec := &responseRecorder{ResponseWriter: w}
+	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions}
 	var entry accessEntry
 	defer func() {
 		// ReverseProxy aborts a response it cannot finish by panicking with
@@ -197,6 +204,10 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 		}
 	}
 	key := clientKey(r.Header)
+	upgrade := isWebsocketUpgrade(r)
+	if key == "" && upgrade {
+		key, _ = subprotocolKey(r.Header)
+	}
 	if table.clientKeys != nil {
 		if !table.clientKeys.allows(key) {
 			return newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
@@ -260,6 +271,22 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 			call.model = entry.model
 		}
 	case routePassthrough:
+		if rt.op == "realtime" && upgrade {
+			call.kind = routeRealtime
+			q, _ := url.ParseQuery(r.URL.RawQuery)
+			model := q.Get("model")
+			if model == "" {
+				return missingModel()
+			}
+			entry.model = model
+			if call.route = table.route([]byte(model)); call.route == nil {
+				if !validDeploymentName(model) {
+					return invalidModel(model)
+				}
+				call.model = model
+			}
+			break
+		}
 		if isJSON(r.Header.Get("Content-Type")) && len(body) > 0 {
 			field, e := jsonModel(body)
 			if e != nil {
@@ -334,6 +361,7 @@ func rewriteUpstream(pr *httputil.ProxyRequest) {
 	h.Del("Cookie")
 	h.Del("Api-Key")
 	h.Del("Expect") // the body is already here; a 100 Continue would only add a round trip
+	stripKeyProtocol(h)
 }
 
 // upstreamError answers when no response came from Azure. Nothing is written

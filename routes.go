@@ -19,7 +19,8 @@ import (
 //	/fine_tuning/…
 //	/assistants…, /threads…,              /openai/{rest}                                            preview
 //	/vector_stores…, /responses…
-//	/v1/realtime…                         /openai/realtime…                                         preview
+//	/v1/realtime?model=M (websocket)      /openai/realtime?deployment={deployment}                  preview
+//	/v1/realtime… (HTTP)                  /openai/realtime…                                         preview
 //	any other /v1/{rest}                  /openai/{rest}                                            GA
 //	/models, /models/{id}                 answered by the proxy from AZURE_OPENAI_MODEL_MAPPER
 //	/healthz, /readyz                     answered by the proxy
@@ -32,6 +33,7 @@ const (
 	routePassthrough                      // /openai/{rest}; a deployment, if any, travels in the body's model
 	routeModelList                        // GET /v1/models
 	routeModel                            // GET /v1/models/{id}
+	routeRealtime                         // GET /v1/realtime?model=M, upgraded to a websocket
 )
 
 // apiFamily says which configured api-version a route takes.

@@ -191,8 +191,9 @@ func TestOpenAIGo(t *testing.T) {
 		if err := stream.Err(); err != nil {
 			t.Fatal(err)
 		}
-		if text != "Hello there" || chunks != 4 {
-			t.Errorf("streamed %q in %d chunks, want \"Hello there\" in 4", text, chunks)
+		// Azure's empty first chunk is dropped by the proxy: 3 of the 4 arrive.
+		if text != "Hello there" || chunks != 3 {
+			t.Errorf("streamed %q in %d chunks, want \"Hello there\" in 3", text, chunks)
 		}
 		if s := fake.take(t); s.body["stream"] != true || s.path != "/openai/deployments/gpt4o-deploy/chat/completions" {
 			t.Errorf("upstream %+v", s)

@@ -120,7 +120,10 @@ test('chat completion, streamed with for await, with include_usage', async () =>
     { bodyModel: 'gpt-4o' });
   assert.equal(got.text, 'Hello there');
   assert.deepEqual(got.usage, { prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 });
-  assert.deepEqual(got, want);
+  // Difference on purpose: the proxy drops Azure's first chunk (empty choices,
+  // prompt_filter_results), which OpenAI never sends; AzureOpenAI passes it on.
+  assert.equal(got.chunks, want.chunks - 1);
+  assert.deepEqual({ ...got, chunks: 0 }, { ...want, chunks: 0 });
 });
 
 test('chat completion with tools (function calling)', async () => {
