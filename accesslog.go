@@ -11,24 +11,30 @@ import (
 
 // accessEntry is what the handler learns about a request for its log line.
 type accessEntry struct {
+	route      string // the metrics' route label
 	model      string
+	configured bool   // the model is in the route table
 	deployment string // the one that answered
 	backend    string
 	attempts   int
+	usage      tokenUsage
 }
 
 // responseRecorder notes the status and size of a response for the access log.
 // Flush and Unwrap keep streaming and protocol switches working through it.
 type responseRecorder struct {
 	http.ResponseWriter
-	status   int
-	bytes    atomic.Int64 // after a protocol switch, written by ReverseProxy's copying goroutine
-	sessions *sessionTracker
+	start     time.Time
+	firstByte time.Duration // until the status line went out
+	status    int
+	bytes     atomic.Int64 // after a protocol switch, written by ReverseProxy's copying goroutine
+	sessions  *sessionTracker
 }
 
 func (r *responseRecorder) WriteHeader(status int) {
 	if r.status == 0 && status >= 200 {
 		r.status = status
+		r.firstByte = time.Since(r.start)
 	}
 	r.ResponseWriter.WriteHeader(status)
 }
@@ -36,6 +42,7 @@ func (r *responseRecorder) WriteHeader(status int) {
 func (r *responseRecorder) Write(p []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
+		r.firstByte = time.Since(r.start)
 	}
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes.Add(int64(n))
@@ -51,6 +58,7 @@ func (r *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	r.status = http.StatusSwitchingProtocols
+	r.firstByte = time.Since(r.start)
 	return r.sessions.track(conn, &r.bytes), brw, nil
 }
 
@@ -64,8 +72,23 @@ func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWrite
 // was complete (nginx's convention).
 const statusClientClosed = 499
 
-// logAccess writes one line per request. It never logs a body, a query or a header but apim-request-id.
-func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) {
+// finish logs a request and adds it to the metrics.
+func (h *proxyHandler) finish(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) {
+	status := h.logAccess(r, rec, entry, start, aborted)
+	model := entry.model
+	if !entry.configured && !validDeploymentName(model) {
+		model = "" // arbitrary client bytes, as in the log
+	}
+	h.metrics.record(requestRecord{
+		route: entry.route, model: model, deployment: entry.deployment, backend: entry.backend,
+		configured: entry.configured, code: status, firstByte: rec.firstByte, total: time.Since(start),
+		promptTokens: entry.usage.prompt(), completionTokens: entry.usage.completion(),
+	})
+}
+
+// logAccess writes one line per request and returns the status it logged.
+// It never logs a body, a query or a header but apim-request-id.
+func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) int {
 	status := rec.status
 	if r.Context().Err() != nil && (status == 0 || aborted) {
 		status = statusClientClosed
@@ -95,8 +118,12 @@ func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *
 	if id := rec.Header().Get("Apim-Request-Id"); id != "" {
 		attrs = append(attrs, slog.String("apim_request_id", id))
 	}
+	if u := entry.usage; u.prompt() > 0 || u.completion() > 0 {
+		attrs = append(attrs, slog.Int64("prompt_tokens", u.prompt()), slog.Int64("completion_tokens", u.completion()))
+	}
 	if aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	return status
 }

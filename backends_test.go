@@ -70,7 +70,7 @@ func startClocked(t *testing.T, config string, env map[string]string, fakes ...*
 	state := &serverState{}
 	state.ready.Store(true)
 	state.routes.Store(cfg.Routes)
-	srv := httptest.NewServer(newHandler(cfg, newLogger("text", logs), state))
+	srv := httptest.NewServer(newHandler(cfg, newLogger("text", logs), state, newMetrics()))
 	t.Cleanup(srv.Close)
 	return &clockedProxy{URL: srv.URL, clock: clock, logs: logs}
 }

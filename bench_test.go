@@ -96,7 +96,7 @@ func BenchmarkHandler(b *testing.B) {
 	}
 	state := &serverState{}
 	state.routes.Store(cfg.Routes)
-	h := newHandler(cfg, newLogger("text", io.Discard), state)
+	h := newHandler(cfg, newLogger("text", io.Discard), state, newMetrics())
 	for _, size := range []int{300, 1 << 20} {
 		body := chatBody(size)
 		b.Run(fmt.Sprintf("%dB", len(body)), func(b *testing.B) {

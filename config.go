@@ -22,6 +22,7 @@ type Config struct {
 	ConfigFile      string      // "" when the environment alone configures the proxy
 	Env             func(string) string
 	ListenAddr      string
+	MetricsAddr     string         // "": /metrics is served on ListenAddr
 	RootCAs         *x509.CertPool // nil: the system's roots
 	MaxBodyBytes    int64
 	UpstreamTimeout time.Duration // for response headers; the body may then stream for as long as it takes
@@ -63,6 +64,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
 		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated"},
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
+		{"AZURE_OPENAI_PROXY_METRICS_ADDRESS", "", "a separate listener for /metrics, /healthz and /readyz (then /metrics is not on the API port)"},
 		{"AZURE_OPENAI_PROXY_RAW_STREAM", "0", "1: pass chat streams as Azure sends them, empty-choices and annotation-only chunks included"},
 	}
 }
@@ -81,6 +83,7 @@ type options struct {
 	listen      string
 	config      string
 	healthcheck bool
+	check       bool
 	version     bool
 }
 
@@ -93,6 +96,7 @@ func parseFlags(args []string, getenv func(string) string) (options, error) {
 	fs.StringVar(&o.listen, "l", defaultListen, "")
 	fs.StringVar(&o.config, "config", envOr(getenv, "AZURE_OPENAI_PROXY_CONFIG"), "")
 	fs.BoolVar(&o.healthcheck, "healthcheck", false, "")
+	fs.BoolVar(&o.check, "check", false, "")
 	fs.BoolVar(&o.version, "version", false, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -115,6 +119,8 @@ Flags:
   -listen, -l ADDR  address to listen on (default from AZURE_OPENAI_PROXY_ADDRESS, else :8080)
   -config FILE      JSON file of backends and models (default from AZURE_OPENAI_PROXY_CONFIG)
   -healthcheck      request this instance's /healthz; exit 0 if healthy, 1 if not
+  -check            send one minimal request to every configured deployment and print a table;
+                    exit 0 only if all answer
   -version          print the version and exit
   -h, -help         print this help and exit
 
@@ -160,6 +166,11 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.ListenAddr); err != nil {
 		return cfg, settingError("--listen / AZURE_OPENAI_PROXY_ADDRESS", "%q is not host:port", cfg.ListenAddr)
+	}
+	if cfg.MetricsAddr = envOr(getenv, "AZURE_OPENAI_PROXY_METRICS_ADDRESS"); cfg.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsAddr); err != nil {
+			return cfg, settingError("AZURE_OPENAI_PROXY_METRICS_ADDRESS", "%q is not host:port", cfg.MetricsAddr)
+		}
 	}
 	maxBody := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_BODY")
 	if cfg.MaxBodyBytes, err = strconv.ParseInt(maxBody, 10, 64); err != nil || cfg.MaxBodyBytes <= 0 {

@@ -116,7 +116,7 @@ func TestHelpListsEverySetting(t *testing.T) {
 				t.Errorf("%s output lacks %s or its default %q", arg, s.env, s.def)
 			}
 		}
-		for _, flag := range []string{"-listen", "-l ", "-healthcheck", "-version"} {
+		for _, flag := range []string{"-listen", "-l ", "-config", "-healthcheck", "-check", "-version"} {
 			if !strings.Contains(out.String(), flag) {
 				t.Errorf("%s output lacks %s", arg, flag)
 			}
@@ -157,6 +157,7 @@ func TestExitStatus(t *testing.T) {
 		{nil, nil, 2, "AZURE_OPENAI_ENDPOINT"},
 		{nil, []string{"AZURE_OPENAI_ENDPOINT=::"}, 2, "AZURE_OPENAI_ENDPOINT"},
 		{[]string{"-healthcheck", "-listen", closedAddr(t)}, nil, 1, "healthcheck"},
+		{[]string{"-check"}, []string{"AZURE_OPENAI_ENDPOINT=https://127.0.0.1:1"}, 1, "check"},
 		{[]string{"-h"}, nil, 0, ""},
 	}
 	for _, tc := range cases {

@@ -33,20 +33,21 @@ const (
 // not seen any byte of. Everything it needs was decided by the handler and
 // travels in the request's upstreamCall.
 type backendTransport struct {
-	next  http.RoundTripper
-	log   *slog.Logger
-	now   func() time.Time
-	entra *entraCredential // for backends that authenticate with Entra ID
+	next    http.RoundTripper
+	log     *slog.Logger
+	now     func() time.Time
+	entra   *entraCredential // for backends that authenticate with Entra ID
+	metrics *metrics
 
 	mu      sync.Mutex
 	resting map[string]time.Time // candidate cooldownKey → rest until
 }
 
-func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time, entra *entraCredential) *backendTransport {
+func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
 	if now == nil {
 		now = time.Now
 	}
-	return &backendTransport{next: next, log: logger, now: now, entra: entra, resting: map[string]time.Time{}}
+	return &backendTransport{next: next, log: logger, now: now, entra: entra, metrics: m, resting: map[string]time.Time{}}
 }
 
 // allRestingError is returned when every candidate of a model rests; the
@@ -79,6 +80,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			token, err := t.entra.Token(req.Context())
 			if err != nil {
 				call.host = c.backend.endpoint.Host
+				t.metrics.attempt(c.backend.name, "auth_error")
 				return nil, err // the same identity serves every backend: no other candidate would fare better
 			}
 			out.Header.Del("Api-Key")
@@ -88,6 +90,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		call.attempts++
 		call.backend, call.deployment, call.host = c.backend.name, c.deployment, c.backend.endpoint.Host
 		retry, rest, reason := t.judge(req.Context(), c, resp, err)
+		t.metrics.attempt(c.backend.name, attemptOutcome(resp, err, reason))
 		if !retry {
 			return resp, err
 		}
@@ -180,6 +183,25 @@ func (t *backendTransport) judge(ctx context.Context, c candidate, resp *http.Re
 		return true, restAfterMissing, "404 DeploymentNotFound"
 	}
 	return false, 0, ""
+}
+
+// attemptOutcome names an attempt's outcome for the metrics: a bounded set.
+func attemptOutcome(resp *http.Response, err error, reason string) string {
+	switch {
+	case err == nil && reason == "404 DeploymentNotFound":
+		return "deployment_not_found"
+	case err == nil && resp.StatusCode == http.StatusTooManyRequests:
+		return "429"
+	case err == nil:
+		return strconv.Itoa(resp.StatusCode/100) + "xx"
+	case errors.Is(err, errUpstreamTimeout):
+		return "timeout"
+	case failedBeforeSending(err):
+		return "connect_error"
+	case errors.Is(err, context.Canceled):
+		return "client_gone"
+	}
+	return "error"
 }
 
 // failedBeforeSending reports whether err means the request never reached

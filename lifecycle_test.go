@@ -282,7 +282,7 @@ func TestReadinessTurns503WhileDraining(t *testing.T) {
 	}
 	state := &serverState{}
 	state.routes.Store(cfg.Routes)
-	h := newHandler(cfg, newLogger("text", io.Discard), state)
+	h := newHandler(cfg, newLogger("text", io.Discard), state, newMetrics())
 	for _, step := range []struct {
 		ready  bool
 		path   string

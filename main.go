@@ -54,6 +54,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if opts.check {
+		return runCheck(ctx, cfg, stdout)
+	}
 	return serve(ctx, cfg, newLogger(cfg.LogFormat, stderr))
 }
 
@@ -76,15 +79,29 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	state := &serverState{}
 	state.ready.Store(true)
 	state.routes.Store(cfg.Routes)
+	m := newMetrics()
 	srv := &http.Server{
-		Handler:           newHandler(cfg, logger, state),
+		Handler:           newHandler(cfg, logger, state, m),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: a completion may stream for many minutes.
 	}
-	logger.Info("azure-openai-proxy started", append([]any{"listen", ln.Addr().String(), "version", version()}, cfg.Routes.summary()...)...)
+	started := []any{"listen", ln.Addr().String(), "version", version()}
+	var ops *http.Server
+	if cfg.MetricsAddr != "" {
+		opsLn, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (AZURE_OPENAI_PROXY_METRICS_ADDRESS): %w", cfg.MetricsAddr, err)
+		}
+		ops = &http.Server{Handler: newOpsHandler(state, m), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+		go ops.Serve(opsLn)
+		defer ops.Close()
+		started = append(started, "metrics_listen", opsLn.Addr().String())
+	}
+	logger.Info("azure-openai-proxy started", append(started, cfg.Routes.summary()...)...)
 
 	warnIfOpen(cfg, ln.Addr(), logger)
 	reload := make(chan os.Signal, 1)

@@ -99,7 +99,7 @@ func TestREADMEDocumentsTheProduct(t *testing.T) {
 			}
 		}
 	}
-	for _, flag := range []string{"--listen", "-healthcheck", "-version"} {
+	for _, flag := range []string{"--listen", "--config", "-healthcheck", "-check", "-version"} {
 		if !bytes.Contains(readme, []byte(flag)) {
 			t.Errorf("README does not document %s", flag)
 		}

@@ -43,9 +43,10 @@ type upstreamCall struct {
 	body      *bodyLease // nil: no body
 	bodyModel bodyModel  // where the body names the model, for the backends that read the deployment there
 
-	// Set by the transport, for the log and the error messages.
+	// Set by the transport and the response taps, for the log, the metrics and the error messages.
 	backend, deployment, host string
 	attempts                  int
+	usage                     tokenUsage
 }
 
 type upstreamCallKey struct{}
@@ -121,6 +122,7 @@ type proxyHandler struct {
 	cfg     Config
 	log     *slog.Logger
 	state   *serverState
+	metrics *metrics
 	cors    corsPolicy
 	proxy   *httputil.ReverseProxy
 	bodies  *bodyPool
@@ -128,18 +130,19 @@ type proxyHandler struct {
 }
 
 // newHandler returns the proxy's whole HTTP surface.
-func newHandler(cfg Config, logger *slog.Logger, state *serverState) http.Handler {
+func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics) http.Handler {
 	h := &proxyHandler{
 		cfg:     cfg,
 		log:     logger,
 		state:   state,
+		metrics: m,
 		cors:    newCORSPolicy(cfg.CORSOrigins),
 		bodies:  &bodyPool{},
 		started: time.Now().Unix(),
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        rewriteUpstream,
-		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra),
+		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra, m),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,
@@ -151,27 +154,20 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState) http.Handle
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.cors.setHeaders(w.Header(), r)
-	switch r.URL.Path {
-	case "/healthz":
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-		return
-	case "/readyz":
-		if !h.state.ready.Load() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "") {
 		return
 	}
 
 	start := time.Now()
-	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions}
-	var entry accessEntry
+	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions, start: start}
+	entry := accessEntry{route: "unknown"}
+	h.metrics.inFlight.Add(1)
 	defer func() {
 		// ReverseProxy aborts a response it cannot finish by panicking with
 		// http.ErrAbortHandler; log the request, then let the server see it.
 		p := recover()
-		h.logAccess(r, rec, &entry, start, p != nil)
+		h.metrics.inFlight.Add(-1)
+		h.finish(r, rec, &entry, start, p != nil)
 		if p != nil {
 			panic(p)
 		}
@@ -193,6 +189,7 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	if e != nil {
 		return e
 	}
+	entry.route = routeLabel(rt, true)
 	switch rt.kind {
 	case routeModelList, routeModel:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -273,6 +270,7 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	case routePassthrough:
 		if rt.op == "realtime" && upgrade {
 			call.kind = routeRealtime
+			entry.route = "realtime"
 			q, _ := url.ParseQuery(r.URL.RawQuery)
 			model := q.Get("model")
 			if model == "" {
@@ -305,8 +303,9 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 	if key == "" && table.needsClientKey(call.route) {
 		return missingKey()
 	}
+	entry.configured = call.route != nil
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
-	entry.backend, entry.deployment, entry.attempts = call.backend, call.deployment, call.attempts
+	entry.backend, entry.deployment, entry.attempts, entry.usage = call.backend, call.deployment, call.attempts, call.usage
 	return nil
 }
 
@@ -335,18 +334,23 @@ func methodNotAllowed(w http.ResponseWriter, allow string) *apiError {
 }
 
 // modifyResponse shapes Azure's answer for OpenAI's clients: the proxy's CORS
-// policy instead of Azure's, and chat streams as OpenAI sends them.
+// policy instead of Azure's, and chat streams as OpenAI sends them. It also
+// taps successful answers for the token usage they report, as the bytes pass.
 func (h *proxyHandler) modifyResponse(resp *http.Response) error {
 	stripUpstreamCORS(resp)
 	call, _ := resp.Request.Context().Value(upstreamCallKey{}).(*upstreamCall)
-	if h.cfg.RawStream || call == nil || (call.kind != routeDeployment && call.kind != routeEngine) ||
-		(call.op != "chat/completions" && call.op != "completions") {
+	if call == nil || resp.StatusCode/100 != 2 || call.kind == routeRealtime {
 		return nil
 	}
-	if mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mediaType == "text/event-stream" {
-		resp.Body = newEventFilter(resp.Body)
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch mediaType {
+	case "text/event-stream":
+		isChat := (call.kind == routeDeployment || call.kind == routeEngine) && (call.op == "chat/completions" || call.op == "completions")
+		resp.Body = newEventFilter(resp.Body, isChat && !h.cfg.RawStream, &call.usage)
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
+	case "application/json":
+		resp.Body = newUsageTap(resp.Body, &call.usage)
 	}
 	return nil
 }

@@ -76,18 +76,20 @@ func (s *sseSplitter) rest() []byte {
 	return r
 }
 
-// eventFilter wraps Azure's chat stream and drops the chunks that OpenAI
-// never sends.
+// eventFilter wraps an event stream from Azure: it notes the token usage the
+// stream reports and, with drop, drops the chunks that OpenAI never sends.
 type eventFilter struct {
 	src     io.ReadCloser
+	drop    bool
+	usage   *tokenUsage
 	split   sseSplitter
 	out     []byte // kept events not yet read
 	readBuf []byte
 	err     error
 }
 
-func newEventFilter(src io.ReadCloser) *eventFilter {
-	return &eventFilter{src: src, readBuf: make([]byte, 4<<10)}
+func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage) *eventFilter {
+	return &eventFilter{src: src, drop: drop, usage: usage, readBuf: make([]byte, 4<<10)}
 }
 
 func (f *eventFilter) Read(p []byte) (int, error) {
@@ -107,7 +109,11 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			if !ok {
 				break
 			}
-			if keepEvent(event) {
+			keep, used := inspectEvent(event)
+			if used != nil && f.usage != nil {
+				*f.usage = *used
+			}
+			if keep || !f.drop {
 				f.out = append(f.out, event...)
 			}
 		}
@@ -134,13 +140,19 @@ func cutLine(b []byte) (line, rest []byte) {
 	return b[:i], b[i+1:]
 }
 
-// keepEvent reports whether an event is one OpenAI would send. It drops a
-// chunk whose choices are empty and that carries no usage (Azure's prompt
-// filter results), and a chunk whose every choice holds only content-filter
-// fields (no delta, no text, no finish_reason). Everything else is kept:
-// named events (the Responses API's response.*), comments, [DONE], errors,
-// and the include_usage chunk.
+// keepEvent reports whether an event is one OpenAI would send.
 func keepEvent(event []byte) bool {
+	keep, _ := inspectEvent(event)
+	return keep
+}
+
+// inspectEvent reads one event: whether OpenAI would send it, and the token
+// usage it reports, if any. It drops a chunk whose choices are empty and that
+// carries no usage (Azure's prompt filter results), and a chunk whose every
+// choice holds only content-filter fields (no delta, no text, no
+// finish_reason). Everything else is kept: named events (the Responses API's
+// response.*), comments, [DONE], errors, and the include_usage chunk.
+func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
 	var data []byte
 	lines := 0
 	for len(event) > 0 {
@@ -154,7 +166,7 @@ func keepEvent(event []byte) bool {
 		switch string(name) {
 		case "event":
 			if len(value) > 0 && string(value) != "message" {
-				return true
+				keep = true // a named event is never dropped; its data may still report usage
 			}
 		case "data":
 			if lines > 0 {
@@ -165,17 +177,24 @@ func keepEvent(event []byte) bool {
 		}
 	}
 	if lines == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
-		return true
+		return true, nil
 	}
 	var chunk struct {
-		Choices *[]map[string]json.RawMessage `json:"choices"`
-		Usage   json.RawMessage               `json:"usage"`
+		Choices  *[]map[string]json.RawMessage `json:"choices"`
+		Usage    *tokenUsage                   `json:"usage"`
+		Response *struct {
+			Usage *tokenUsage `json:"usage"`
+		} `json:"response"` // the Responses API's response.completed
 	}
-	if json.Unmarshal(data, &chunk) != nil || chunk.Choices == nil {
-		return true
+	if json.Unmarshal(data, &chunk) != nil {
+		return true, nil
 	}
-	if len(chunk.Usage) > 0 && string(chunk.Usage) != "null" {
-		return true
+	usage = chunk.Usage
+	if chunk.Response != nil && chunk.Response.Usage != nil {
+		usage = chunk.Response.Usage
+	}
+	if keep || chunk.Choices == nil || chunk.Usage != nil {
+		return true, usage
 	}
 	for _, choice := range *chunk.Choices {
 		for key, value := range choice {
@@ -183,12 +202,12 @@ func keepEvent(event []byte) bool {
 			case "index", "content_filter_results", "content_filter_offsets":
 			case "finish_reason", "logprobs":
 				if string(value) != "null" {
-					return true
+					return true, usage
 				}
 			default: // delta, text, or anything else OpenAI sends
-				return true
+				return true, usage
 			}
 		}
 	}
-	return false
+	return false, usage
 }

@@ -107,7 +107,7 @@ func TestEventFilterWholeStream(t *testing.T) {
 		"one byte":   iotest.OneByteReader(strings.NewReader(in)),
 		"half reads": iotest.HalfReader(strings.NewReader(in)),
 	} {
-		got, err := io.ReadAll(newEventFilter(io.NopCloser(r)))
+		got, err := io.ReadAll(newEventFilter(io.NopCloser(r), true, nil))
 		if err != nil || string(got) != want {
 			t.Errorf("%s: %v\n got %q\nwant %q", name, err, got, want)
 		}
@@ -138,8 +138,8 @@ func FuzzSSESplitter(f *testing.F) {
 		if strings.Join(whole, "")+wholeRest != string(data) {
 			t.Fatalf("the events and the rest do not add up to the input")
 		}
-		a, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(data))))
-		b, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...))))
+		a, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(data)), true, nil))
+		b, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...)), true, nil))
 		if !bytes.Equal(a, b) {
 			t.Fatalf("filtered output depends on read boundaries")
 		}

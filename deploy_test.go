@@ -1,0 +1,51 @@
+package main
+
+import (
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The deployment files cannot be applied here; these checks keep them true
+// to the code: every variable they set exists, the probes hit real
+// endpoints, and the pod waits longer than the proxy drains.
+func TestDeploymentFiles(t *testing.T) {
+	var known []string
+	for _, s := range settings() {
+		known = append(known, strings.Split(s.env, ", ")...)
+	}
+	drain, _ := parseDuration(mapEnv(nil), "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT")
+	readme, _ := os.ReadFile("README.md")
+	for _, path := range []string{"deploy/docker-compose.yml", "deploy/kubernetes/sidecar.yaml", "deploy/kubernetes/gateway.yaml"} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := string(data)
+		for _, name := range regexp.MustCompile(`\bAZURE_[A-Z_]+\b`).FindAllString(text, -1) {
+			if !slices.Contains(known, name) {
+				t.Errorf("%s sets %s, which the proxy does not read", path, name)
+			}
+		}
+		if !strings.Contains(string(readme), "("+path+")") {
+			t.Errorf("the README does not link %s", path)
+		}
+		if !strings.HasPrefix(path, "deploy/kubernetes/") {
+			continue
+		}
+		for _, want := range []string{"path: /healthz", "path: /readyz", "runAsNonRoot: true", "readOnlyRootFilesystem: true", "AZURE_OPENAI_PROXY_METRICS_ADDRESS"} {
+			if !strings.Contains(text, want) {
+				t.Errorf("%s lacks %q", path, want)
+			}
+		}
+		m := regexp.MustCompile(`terminationGracePeriodSeconds: (\d+)`).FindStringSubmatch(text)
+		if m == nil {
+			t.Errorf("%s sets no terminationGracePeriodSeconds", path)
+		} else if secs, _ := strconv.Atoi(m[1]); float64(secs) <= drain.Seconds() {
+			t.Errorf("%s: terminationGracePeriodSeconds %d is not above the drain timeout %s", path, secs, drain)
+		}
+	}
+}

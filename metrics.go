@@ -1,0 +1,212 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// metrics holds the proxy's Prometheus metrics and writes them in the text
+// exposition format (version 0.0.4). Label values are bounded: a hostile
+// client cannot make the proxy remember values of its own choosing.
+type metrics struct {
+	mu        sync.Mutex
+	requests  map[[5]string]uint64 // route, model, deployment, backend, code
+	durations map[[2]string]*histogram
+	attempts  map[[2]string]uint64 // backend, outcome
+	tokens    map[[3]string]uint64 // model, deployment, kind
+	models    map[string]bool      // unconfigured models Azure has answered 2xx for, up to maxSeenModels
+	inFlight  atomic.Int64
+}
+
+// maxSeenModels bounds the unconfigured model names (used as deployments)
+// that get a label value of their own; beyond it they count as "other".
+const maxSeenModels = 100
+
+// durationBuckets suit language models: from a cached embedding to a
+// reasoning model thinking for minutes.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+func newMetrics() *metrics {
+	return &metrics{
+		requests:  map[[5]string]uint64{},
+		durations: map[[2]string]*histogram{},
+		attempts:  map[[2]string]uint64{},
+		tokens:    map[[3]string]uint64{},
+		models:    map[string]bool{},
+	}
+}
+
+type histogram struct {
+	counts []uint64 // per bucket, not cumulative; the last is +Inf
+	sum    float64
+	count  uint64
+}
+
+func (h *histogram) observe(v float64) {
+	i, _ := slices.BinarySearch(durationBuckets, v)
+	h.counts[i]++
+	h.sum += v
+	h.count++
+}
+
+// requestRecord is what one finished request adds to the metrics.
+type requestRecord struct {
+	route, model, deployment, backend string
+	configured                        bool // the model is in the route table
+	code                              int
+	firstByte, total                  time.Duration
+	promptTokens, completionTokens    int64
+}
+
+func (m *metrics) record(r requestRecord) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	model, deployment := r.model, r.deployment
+	if !r.configured {
+		// Unconfigured models are used as deployment names; only one Azure
+		// has answered for gets a value of its own, and only so many.
+		known := m.models[model]
+		if !known && model != "" && r.code/100 == 2 && validDeploymentName(model) && len(m.models) < maxSeenModels {
+			m.models[model], known = true, true
+		}
+		if !known && model != "" {
+			model = "other"
+		}
+		if deployment != "" && !known {
+			deployment = "other"
+		}
+	}
+	m.requests[[5]string{r.route, model, deployment, r.backend, strconv.Itoa(r.code)}]++
+	for phase, d := range map[string]time.Duration{"first_byte": r.firstByte, "total": r.total} {
+		if d <= 0 {
+			continue
+		}
+		key := [2]string{r.route, phase}
+		h := m.durations[key]
+		if h == nil {
+			h = &histogram{counts: make([]uint64, len(durationBuckets)+1)}
+			m.durations[key] = h
+		}
+		h.observe(d.Seconds())
+	}
+	if r.promptTokens > 0 {
+		m.tokens[[3]string{model, deployment, "prompt"}] += uint64(r.promptTokens)
+	}
+	if r.completionTokens > 0 {
+		m.tokens[[3]string{model, deployment, "completion"}] += uint64(r.completionTokens)
+	}
+}
+
+func (m *metrics) attempt(backend, outcome string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.attempts[[2]string{backend, outcome}]++
+}
+
+// routeLabel names a route family for the metrics: a bounded set.
+func routeLabel(rt route, resolved bool) string {
+	switch {
+	case !resolved:
+		return "unknown"
+	case rt.kind == routeDeployment || rt.kind == routeEngine:
+		return rt.op
+	case rt.kind == routeModelList || rt.kind == routeModel:
+		return "models"
+	case rt.kind == routeRealtime:
+		return "realtime"
+	}
+	first, _, _ := strings.Cut(rt.op, "/")
+	if _, known := passthroughFamily(first); known || first == "realtime" {
+		return first
+	}
+	return "other"
+}
+
+// write renders every metric in the Prometheus text format.
+func (m *metrics) write(w io.Writer) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var b strings.Builder
+	family := func(name, kind, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
+	}
+
+	family("azure_openai_proxy_requests_total", "counter", "Requests answered, by route, model, deployment, backend and status code.")
+	for _, k := range sortedKeys(m.requests) {
+		fmt.Fprintf(&b, "azure_openai_proxy_requests_total%s %d\n",
+			labels("route", k[0], "model", k[1], "deployment", k[2], "backend", k[3], "code", k[4]), m.requests[k])
+	}
+
+	family("azure_openai_proxy_request_duration_seconds", "histogram", "Time to the first byte of the answer, and to its end (for streams, the whole stream).")
+	for _, k := range sortedKeys(m.durations) {
+		h := m.durations[k]
+		var cumulative uint64
+		for i, upper := range durationBuckets {
+			cumulative += h.counts[i]
+			fmt.Fprintf(&b, "azure_openai_proxy_request_duration_seconds_bucket%s %d\n",
+				labels("route", k[0], "phase", k[1], "le", formatFloat(upper)), cumulative)
+		}
+		fmt.Fprintf(&b, "azure_openai_proxy_request_duration_seconds_bucket%s %d\n", labels("route", k[0], "phase", k[1], "le", "+Inf"), h.count)
+		fmt.Fprintf(&b, "azure_openai_proxy_request_duration_seconds_sum%s %s\n", labels("route", k[0], "phase", k[1]), formatFloat(h.sum))
+		fmt.Fprintf(&b, "azure_openai_proxy_request_duration_seconds_count%s %d\n", labels("route", k[0], "phase", k[1]), h.count)
+	}
+
+	family("azure_openai_proxy_upstream_attempts_total", "counter", "Attempts at an Azure backend, by outcome.")
+	for _, k := range sortedKeys(m.attempts) {
+		fmt.Fprintf(&b, "azure_openai_proxy_upstream_attempts_total%s %d\n", labels("backend", k[0], "outcome", k[1]), m.attempts[k])
+	}
+
+	family("azure_openai_proxy_in_flight_requests", "gauge", "Requests being served now, open streams and websocket sessions included.")
+	fmt.Fprintf(&b, "azure_openai_proxy_in_flight_requests %d\n", m.inFlight.Load())
+
+	family("azure_openai_proxy_tokens_total", "counter", "Tokens Azure reported in usage, by model, deployment and kind (prompt or completion).")
+	for _, k := range sortedKeys(m.tokens) {
+		fmt.Fprintf(&b, "azure_openai_proxy_tokens_total%s %d\n", labels("model", k[0], "deployment", k[1], "kind", k[2]), m.tokens[k])
+	}
+	io.WriteString(w, b.String())
+}
+
+// sortedKeys orders label sets so that the output is stable from scrape to scrape.
+func sortedKeys[K comparable, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b K) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+	return keys
+}
+
+// labels renders {name="value",...}, escaping values as the format requires.
+func labels(pairs ...string) string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(pairs[i])
+		b.WriteString(`="`)
+		b.WriteString(escapeLabelValue(pairs[i+1]))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+func escapeLabelValue(v string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(v)
+}
+
+func formatFloat(f float64) string {
+	if math.IsInf(f, 1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}

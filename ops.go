@@ -1,0 +1,41 @@
+package main
+
+import (
+	"net/http"
+)
+
+// serveOps answers the operational endpoints, which need no key and never
+// reach Azure: /healthz (alive), /readyz (503 while draining) and, when
+// withMetrics, /metrics. It reports whether r was one of them.
+func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, withMetrics bool) bool {
+	switch r.URL.Path {
+	case "/healthz":
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	case "/readyz":
+		if !state.ready.Load() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		} else {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		}
+	case "/metrics":
+		if !withMetrics {
+			return false
+		}
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		m.write(w)
+	default:
+		return false
+	}
+	return true
+}
+
+// newOpsHandler serves the operational endpoints alone, for the listener at
+// AZURE_OPENAI_PROXY_METRICS_ADDRESS: Prometheus and the probes reach it,
+// while the API port can stay on loopback.
+func newOpsHandler(state *serverState, m *metrics) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !serveOps(w, r, state, m, true) {
+			http.NotFound(w, r)
+		}
+	})
+}
