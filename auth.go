@@ -181,46 +181,51 @@ func newEntraCredential(getenv func(string) string, client *http.Client, now fun
 		authority = defaultAuthorityHost
 	}
 	c := &entraCredential{now: now}
-	switch tokenFile, secret := env("AZURE_FEDERATED_TOKEN_FILE"), env("AZURE_CLIENT_SECRET"); {
-	case tokenFile != "":
+	// Both Entra ID sources are the client-credentials grant against the
+	// tenant's token endpoint; they differ in how the client proves itself.
+	clientCredentials := func(setting string, proof func() (url.Values, error)) error {
 		if clientID == "" || tenantID == "" {
-			return nil, settingError("AZURE_FEDERATED_TOKEN_FILE", "workload identity also needs AZURE_CLIENT_ID and AZURE_TENANT_ID")
+			return settingError(setting, "also needs AZURE_CLIENT_ID and AZURE_TENANT_ID")
 		}
 		endpoint, err := tokenEndpoint(authority, tenantID)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		c.source = "workload identity (AZURE_FEDERATED_TOKEN_FILE)"
 		c.fetch = func(ctx context.Context) (string, time.Time, error) {
+			form, err := proof()
+			if err != nil {
+				return "", time.Time{}, err
+			}
+			form.Set("grant_type", "client_credentials")
+			form.Set("client_id", clientID)
+			form.Set("scope", scope)
+			return postTokenRequest(ctx, client, now, endpoint, form)
+		}
+		return nil
+	}
+	switch tokenFile, secret := env("AZURE_FEDERATED_TOKEN_FILE"), env("AZURE_CLIENT_SECRET"); {
+	case tokenFile != "":
+		c.source = "workload identity (AZURE_FEDERATED_TOKEN_FILE)"
+		err := clientCredentials("AZURE_FEDERATED_TOKEN_FILE", func() (url.Values, error) {
 			// Re-read on every refresh: the kubelet rotates the file.
 			assertion, err := os.ReadFile(tokenFile)
 			if err != nil {
-				return "", time.Time{}, fmt.Errorf("cannot read the federated token file %s: %v", tokenFile, unwrapPathError(err))
+				return nil, fmt.Errorf("cannot read the federated token file %s: %v", tokenFile, unwrapPathError(err))
 			}
-			return postTokenRequest(ctx, client, now, endpoint, url.Values{
-				"grant_type":            {"client_credentials"},
-				"client_id":             {clientID},
-				"scope":                 {scope},
+			return url.Values{
 				"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
 				"client_assertion":      {strings.TrimSpace(string(assertion))},
-			})
-		}
-	case secret != "":
-		if clientID == "" || tenantID == "" {
-			return nil, settingError("AZURE_CLIENT_SECRET", "a client secret also needs AZURE_CLIENT_ID and AZURE_TENANT_ID")
-		}
-		endpoint, err := tokenEndpoint(authority, tenantID)
+			}, nil
+		})
 		if err != nil {
 			return nil, err
 		}
+	case secret != "":
 		c.source = "client secret (AZURE_CLIENT_SECRET)"
-		c.fetch = func(ctx context.Context) (string, time.Time, error) {
-			return postTokenRequest(ctx, client, now, endpoint, url.Values{
-				"grant_type":    {"client_credentials"},
-				"client_id":     {clientID},
-				"scope":         {scope},
-				"client_secret": {secret},
-			})
+		if err := clientCredentials("AZURE_CLIENT_SECRET", func() (url.Values, error) {
+			return url.Values{"client_secret": {secret}}, nil
+		}); err != nil {
+			return nil, err
 		}
 	default:
 		// Managed identity asks for a resource, not a scope.

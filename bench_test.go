@@ -52,7 +52,7 @@ func BenchmarkModelLookup(b *testing.B) {
 }
 
 func BenchmarkMultipartModel(b *testing.B) {
-	body, contentType := multipartBodyB(8<<20, "model", "whisper-1")
+	body, contentType := multipartBody(b, 8<<20, "model", "whisper-1")
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -60,21 +60,6 @@ func BenchmarkMultipartModel(b *testing.B) {
 			b.Fatal(m, e)
 		}
 	}
-}
-
-func multipartBodyB(fileSize int, fields ...string) ([]byte, string) {
-	var buf bytes.Buffer
-	boundary := "----bench-boundary-7MA4YWxkTrZu0gW"
-	buf.WriteString("--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n")
-	for i := range fileSize {
-		buf.WriteByte(byte(i*7 + i>>8))
-	}
-	buf.WriteString("\r\n")
-	for i := 0; i+1 < len(fields); i += 2 {
-		buf.WriteString("--" + boundary + "\r\nContent-Disposition: form-data; name=\"" + fields[i] + "\"\r\n\r\n" + fields[i+1] + "\r\n")
-	}
-	buf.WriteString("--" + boundary + "--\r\n")
-	return buf.Bytes(), "multipart/form-data; boundary=" + boundary
 }
 
 // BenchmarkHandler sends chat requests through the whole handler to an

@@ -284,7 +284,7 @@ func openAIError(t *testing.T, body []byte) (message, errType string, param, cod
 
 // multipartBody builds a form with a file part of fileSize bytes followed by
 // the given fields, as the SDKs send audio and image uploads.
-func multipartBody(t *testing.T, fileSize int, fields ...string) (body []byte, contentType string) {
+func multipartBody(t testing.TB, fileSize int, fields ...string) (body []byte, contentType string) {
 	t.Helper()
 	var buf bytes.Buffer
 	boundary := "----test-boundary-7MA4YWxkTrZu0gW"

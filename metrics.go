@@ -84,10 +84,14 @@ func (m *metrics) record(r requestRecord) {
 		}
 	}
 	m.requests[[5]string{r.route, model, deployment, r.backend, strconv.Itoa(r.code)}]++
-	for phase, d := range map[string]time.Duration{"first_byte": r.firstByte, "total": r.total} {
-		if d <= 0 {
+	for _, p := range [...]struct {
+		phase string
+		d     time.Duration
+	}{{"first_byte", r.firstByte}, {"total", r.total}} {
+		if p.d <= 0 {
 			continue
 		}
+		phase, d := p.phase, p.d
 		key := [2]string{r.route, phase}
 		h := m.durations[key]
 		if h == nil {
