@@ -48,6 +48,9 @@ func tooLarge(limit int64) *apiError {
 }
 
 func isMultipart(contentType string) (boundary string, ok bool) {
+	if !hasMediaType(contentType, "multipart/form-data") {
+		return "", false // most bodies are JSON: no need to parse parameters
+	}
 	mediaType, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mediaType != "multipart/form-data" {
 		return "", false
@@ -57,8 +60,16 @@ func isMultipart(contentType string) (boundary string, ok bool) {
 
 // isJSON reports whether a body of this content type is JSON that the proxy may read.
 func isJSON(contentType string) bool {
-	mediaType, _, err := mime.ParseMediaType(contentType)
-	return err == nil && (mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"))
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.ToLower(strings.TrimSpace(mediaType))
+	return mediaType == "application/json" || strings.HasSuffix(mediaType, "+json")
+}
+
+// hasMediaType reports whether contentType names mediaType, whatever its
+// parameters and case, without allocating.
+func hasMediaType(contentType, mediaType string) bool {
+	t, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(t), mediaType)
 }
 
 // bodyModel is where a request body names its model, so that each attempt

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"mime"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -342,14 +341,13 @@ func (h *proxyHandler) modifyResponse(resp *http.Response) error {
 	if call == nil || resp.StatusCode/100 != 2 || call.kind == routeRealtime {
 		return nil
 	}
-	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	switch mediaType {
-	case "text/event-stream":
+	switch contentType := resp.Header.Get("Content-Type"); {
+	case hasMediaType(contentType, "text/event-stream"):
 		isChat := (call.kind == routeDeployment || call.kind == routeEngine) && (call.op == "chat/completions" || call.op == "completions")
 		resp.Body = newEventFilter(resp.Body, isChat && !h.cfg.RawStream, &call.usage)
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
-	case "application/json":
+	case hasMediaType(contentType, "application/json"):
 		resp.Body = newUsageTap(resp.Body, &call.usage)
 	}
 	return nil

@@ -155,6 +155,9 @@ func upstreamURL(endpoint *url.URL, escapedSuffix, rawQuery string) (*url.URL, e
 
 // checkQuery refuses a query string that cannot be parsed.
 func checkQuery(rawQuery string) *apiError {
+	if rawQuery == "" {
+		return nil
+	}
 	if _, err := url.ParseQuery(rawQuery); err != nil {
 		return badRequest("invalid_query", "", "The request query string cannot be parsed.")
 	}
@@ -164,12 +167,12 @@ func checkQuery(rawQuery string) *apiError {
 // withAPIVersion adds api-version to the client's (checked) query unless the
 // client gave one: the client's wins and is never duplicated.
 func withAPIVersion(rawQuery, version string) string {
-	if q, _ := url.ParseQuery(rawQuery); q.Has("api-version") {
-		return rawQuery
-	}
 	add := "api-version=" + url.QueryEscape(version)
 	if rawQuery == "" {
 		return add
+	}
+	if q, _ := url.ParseQuery(rawQuery); q.Has("api-version") {
+		return rawQuery
 	}
 	return rawQuery + "&" + add
 }

@@ -15,25 +15,56 @@ import (
 // hands on each kept event as soon as it is complete.
 
 // sseSplitter cuts a byte stream into server-sent events: runs of lines up to
-// and including an empty line. Lines end in "\r\n", "\n" or "\r".
+// and including an empty line. Lines end in "\r\n", "\n" or "\r". Its
+// buffer is read into directly (spare, commit) and stays small between
+// events: an idle stream holds about a kilobyte.
 type sseSplitter struct {
-	buf       []byte
-	scanned   int // bytes of buf already searched for line ends
-	lineStart int // where the line being scanned starts
+	mem        []byte
+	start, end int // the bytes not yet returned: mem[start:end]
+	scanned    int // of those, already searched for line ends
+	lineStart  int // where the line being scanned starts, relative to start
 }
 
-func (s *sseSplitter) write(p []byte) {
-	if len(s.buf) == 0 {
-		s.buf = s.buf[:0] // reuse the array once everything has been taken
+const (
+	minSplitBuffer  = 1 << 10
+	keptSplitBuffer = 64 << 10 // larger buffers, grown for a big event, are dropped once it is out
+)
+
+// spare returns room at the end of the buffer to read into.
+func (s *sseSplitter) spare() []byte {
+	if s.start == s.end && cap(s.mem) > keptSplitBuffer {
+		s.mem = nil
 	}
-	s.buf = append(s.buf, p...)
+	if s.start > 0 && len(s.mem)-s.end < minSplitBuffer/2 {
+		n := copy(s.mem, s.mem[s.start:s.end]) // move the unfinished event to the front
+		s.start, s.end = 0, n
+	}
+	if len(s.mem)-s.end < minSplitBuffer/2 {
+		grown := make([]byte, max(minSplitBuffer, 2*len(s.mem)))
+		s.end = copy(grown, s.mem[s.start:s.end])
+		s.mem, s.start = grown, 0
+	}
+	return s.mem[s.end:]
+}
+
+// commit adds the n bytes just read into spare's room.
+func (s *sseSplitter) commit(n int) { s.end += n }
+
+func (s *sseSplitter) write(p []byte) {
+	for len(p) > 0 {
+		n := copy(s.spare(), p)
+		s.commit(n)
+		p = p[n:]
+	}
 }
 
 // next returns the next complete event, or false when the bytes so far end
-// inside one. With atEOF, a "\r" at the end counts as a line end.
+// inside one. With atEOF, a "\r" at the end counts as a line end. The event
+// is only valid until the next call to spare or write.
 func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
-	for s.scanned < len(s.buf) {
-		rest := s.buf[s.scanned:]
+	buf := s.mem[s.start:s.end]
+	for s.scanned < len(buf) {
+		rest := buf[s.scanned:]
 		i := bytes.IndexByte(rest, '\n')
 		limit := len(rest)
 		if i >= 0 {
@@ -43,16 +74,16 @@ func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
 			i = cr
 		}
 		if i < 0 {
-			s.scanned = len(s.buf)
+			s.scanned = len(buf)
 			return nil, false
 		}
 		end := s.scanned + i // the terminator's first byte
 		termLen := 1
-		if s.buf[end] == '\r' {
+		if buf[end] == '\r' {
 			switch {
-			case end+1 < len(s.buf) && s.buf[end+1] == '\n':
+			case end+1 < len(buf) && buf[end+1] == '\n':
 				termLen = 2
-			case end+1 == len(s.buf) && !atEOF:
+			case end+1 == len(buf) && !atEOF:
 				return nil, false // "\r" or "\r\n": the next read decides
 			}
 		}
@@ -60,8 +91,8 @@ func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
 		s.scanned = end + termLen
 		s.lineStart = s.scanned
 		if lineEmpty {
-			event := s.buf[:s.scanned]
-			s.buf = s.buf[s.scanned:]
+			event := buf[:s.scanned]
+			s.start += s.scanned
 			s.scanned, s.lineStart = 0, 0
 			return event, true
 		}
@@ -71,25 +102,25 @@ func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
 
 // rest returns what remains, an event the stream ended inside of.
 func (s *sseSplitter) rest() []byte {
-	r := s.buf
-	s.buf, s.scanned, s.lineStart = nil, 0, 0
+	r := s.mem[s.start:s.end]
+	s.start, s.end, s.scanned, s.lineStart = 0, 0, 0, 0
+	s.mem = nil
 	return r
 }
 
 // eventFilter wraps an event stream from Azure: it notes the token usage the
 // stream reports and, with drop, drops the chunks that OpenAI never sends.
 type eventFilter struct {
-	src     io.ReadCloser
-	drop    bool
-	usage   *tokenUsage
-	split   sseSplitter
-	out     []byte // kept events not yet read
-	readBuf []byte
-	err     error
+	src   io.ReadCloser
+	drop  bool
+	usage *tokenUsage
+	split sseSplitter
+	out   []byte // kept events not yet read
+	err   error
 }
 
 func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage) *eventFilter {
-	return &eventFilter{src: src, drop: drop, usage: usage, readBuf: make([]byte, 4<<10)}
+	return &eventFilter{src: src, drop: drop, usage: usage}
 }
 
 func (f *eventFilter) Read(p []byte) (int, error) {
@@ -101,8 +132,8 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			}
 			break
 		}
-		n, err := f.src.Read(f.readBuf)
-		f.split.write(f.readBuf[:n])
+		n, err := f.src.Read(f.split.spare())
+		f.split.commit(n)
 		f.err = err
 		for {
 			event, ok := f.split.next(err != nil)
