@@ -136,6 +136,17 @@ func (t *routeTable) finish(getenv func(string) string) error {
 	return nil
 }
 
+// anyCredential reports whether any backend authenticates itself; when none
+// does, every request needs the client's key.
+func (t *routeTable) anyCredential() bool {
+	for _, b := range t.backends {
+		if b.hasCredential() {
+			return true
+		}
+	}
+	return false
+}
+
 // usesEntra reports whether any backend authenticates with Entra ID.
 func (t *routeTable) usesEntra() bool {
 	for _, b := range t.backends {

@@ -88,6 +88,23 @@ func TestBodyTooLargeEndToEnd(t *testing.T) {
 	}
 }
 
+// TestNoKeyRefusedBeforeTheBody: without a key, and with no backend holding
+// one, the proxy answers 401 without reading a large body.
+func TestNoKeyRefusedBeforeTheBody(t *testing.T) {
+	p := startProxy(t, newFakeAzure(t, fakeTLS, nil), nil)
+	body := &countingReader{remaining: 32 << 20}
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", body)
+	req.ContentLength = 32 << 20
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || body.read.Load() >= 8<<20 {
+		t.Errorf("status %d after the client sent %d bytes; want 401 before the body", resp.StatusCode, body.read.Load())
+	}
+}
+
 func TestModelFromMultipart(t *testing.T) {
 	body, ct := multipartBody(t, 100, "model", "whisper-1", "language", "en")
 	m, e := modelFromBody(ct, body)

@@ -172,6 +172,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.Method == http.MethodOptions {
+		entry.route = "preflight"
 		h.cors.preflight(rec, r)
 		return
 	}
@@ -222,6 +223,9 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, entry *a
 			return missingKey()
 		}
 		return h.serveModel(w, table, rt.model)
+	}
+	if key == "" && !table.anyCredential() {
+		return missingKey() // no backend could serve it: refuse before reading a body
 	}
 	if e := checkQuery(r.URL.RawQuery); e != nil {
 		return e
