@@ -242,6 +242,22 @@ func TestLastAzureAnswerReturnedWhenAllFail(t *testing.T) {
 	}
 }
 
+// TestAzureAnswerPreferredToALaterConnectError: a throttled first candidate
+// and an unreachable second: the client gets Azure's 429, not a proxy 502.
+func TestAzureAnswerPreferredToALaterConnectError(t *testing.T) {
+	a := newFakeAzure(t, fakeTLS, status(429, map[string]string{"Retry-After": "9"}, `{"error":{"code":"429","message":"slow down"}}`))
+	config := strings.ReplaceAll(`{
+  "backends": {"a": {"endpoint": "{A}"}, "down": {"endpoint": "https://DOWN"}},
+  "default_backend": "a",
+  "models": {"gpt-4o": [{"backend": "a", "deployment": "d", "weight": 2}, {"backend": "down", "deployment": "d"}]}
+}`, "DOWN", closedAddr(t))
+	p := startClocked(t, config, nil, a)
+	resp, body := p.post(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "9" || !strings.Contains(string(body), "slow down") {
+		t.Errorf("got %d %s, want a's 429", resp.StatusCode, body)
+	}
+}
+
 func TestStreamServedBySecondBackend(t *testing.T) {
 	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n", "data: [DONE]\n\n")
 	a := newFakeAzure(t, fakeTLS, status(500, nil, `{"error":{"message":"oops"}}`))

@@ -98,13 +98,15 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			t.rest(c, rest)
 		}
 		t.log.Warn("upstream attempt failed", "backend", c.backend.name, "deployment", c.deployment, "reason", reason, "rest", rest.String())
-		lastResp, lastErr = nil, err
+		lastErr = err
 		if resp != nil {
 			lastResp = resp // its body was buffered by judge
 		}
 	}
 	if lastResp != nil {
-		return lastResp, nil // Azure's own last answer, unchanged
+		// Azure's own last answer, unchanged, even if a later candidate
+		// could not be reached: its status and Retry-After tell the client more.
+		return lastResp, nil
 	}
 	return nil, lastErr
 }
