@@ -20,6 +20,16 @@ type accessEntry struct {
 	usage      tokenUsage
 }
 
+// shownModel is the model as the log and the metrics may show it: a
+// configured model, or one that is a valid deployment name. Anything else is
+// arbitrary client bytes, and is not shown.
+func (e *accessEntry) shownModel() (string, bool) {
+	if e.configured || validDeploymentName(e.model) {
+		return e.model, true
+	}
+	return "", false
+}
+
 // responseRecorder notes the status and size of a response for the access log.
 // Flush and Unwrap keep streaming and protocol switches working through it.
 type responseRecorder struct {
@@ -75,10 +85,7 @@ const statusClientClosed = 499
 // finish logs a request and adds it to the metrics.
 func (h *proxyHandler) finish(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) {
 	status := h.logAccess(r, rec, entry, start, aborted)
-	model := entry.model
-	if !entry.configured && !validDeploymentName(model) {
-		model = "" // arbitrary client bytes, as in the log
-	}
+	model, _ := entry.shownModel()
 	h.metrics.record(requestRecord{
 		route: entry.route, model: model, deployment: entry.deployment, backend: entry.backend,
 		configured: entry.configured, code: status, firstByte: rec.firstByte, total: time.Since(start),
@@ -102,14 +109,12 @@ func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *
 		slog.Duration("duration", time.Since(start)),
 		slog.Int64("bytes", rec.bytes.Load()),
 	}
-	switch {
-	case entry.model == "":
-	case validDeploymentName(entry.model) || entry.deployment != "":
-		attrs = append(attrs, slog.String("model", entry.model))
-	default:
-		// A model no deployment can have, and that no backend answered for,
-		// is arbitrary client bytes: keep them out of the log.
-		attrs = append(attrs, slog.String("model", "(invalid)"))
+	if entry.model != "" {
+		model, ok := entry.shownModel()
+		if !ok {
+			model = "(invalid)"
+		}
+		attrs = append(attrs, slog.String("model", model))
 	}
 	if entry.backend != "" {
 		attrs = append(attrs, slog.String("backend", entry.backend), slog.String("deployment", entry.deployment),

@@ -68,12 +68,7 @@ func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.R
 	b := cand.backend
 	out := req.Clone(context.WithValue(req.Context(), attemptBackendKey{}, b))
 	v1 := b.apiVersion == apiV1
-	apiVersion := b.apiVersion
-	if c.family == apiPreview {
-		apiVersion = b.previewAPIVersion
-	}
-	query := withAPIVersion(c.rawQuery, apiVersion)
-	path := "/openai/" + c.op
+	var path, query string
 	switch {
 	case c.kind == routeRealtime:
 		path, query = "/openai/realtime", realtimeQuery(c.rawQuery, b, cand.deployment)
@@ -81,13 +76,19 @@ func (c *upstreamCall) attemptRequest(req *http.Request, cand candidate) *http.R
 			path = "/openai/v1/realtime"
 		}
 	case v1:
-		path = "/openai/v1/" + c.op
-		query = c.rawQuery
+		path, query = "/openai/v1/"+c.op, c.rawQuery
 		if strings.HasPrefix(c.op, "audio/") || strings.HasPrefix(c.op, "images/") {
 			query = withAPIVersion(c.rawQuery, "preview") // v1 serves these as preview
 		}
-	case c.kind == routeDeployment || c.kind == routeEngine:
-		path = "/openai/deployments/" + cand.deployment + "/" + c.op
+	default:
+		apiVersion := b.apiVersion
+		if c.family == apiPreview {
+			apiVersion = b.previewAPIVersion
+		}
+		path, query = "/openai/"+c.op, withAPIVersion(c.rawQuery, apiVersion)
+		if c.kind == routeDeployment || c.kind == routeEngine {
+			path = "/openai/deployments/" + cand.deployment + "/" + c.op
+		}
 	}
 	out.URL, _ = upstreamURL(b.endpoint, path, query) // cannot fail: resolveRoute has unescaped this path already
 	out.Host = ""

@@ -171,12 +171,6 @@ func cutLine(b []byte) (line, rest []byte) {
 	return b[:i], b[i+1:]
 }
 
-// keepEvent reports whether an event is one OpenAI would send.
-func keepEvent(event []byte) bool {
-	keep, _ := inspectEvent(event)
-	return keep
-}
-
 // inspectEvent reads one event: whether OpenAI would send it, and the token
 // usage it reports, if any. It drops a chunk whose choices are empty and that
 // carries no usage (Azure's prompt filter results), and a chunk whose every

@@ -18,7 +18,7 @@ const (
 	doneEvent       = "data: [DONE]\n\n"
 )
 
-func TestKeepEvent(t *testing.T) {
+func TestInspectEventKeeps(t *testing.T) {
 	cases := []struct {
 		event string
 		keep  bool
@@ -42,8 +42,8 @@ func TestKeepEvent(t *testing.T) {
 		{"data:{\"choices\":[]}\r\r", false},
 	}
 	for _, tc := range cases {
-		if got := keepEvent([]byte(tc.event)); got != tc.keep {
-			t.Errorf("keepEvent(%q) = %v, want %v", tc.event, got, tc.keep)
+		if got, _ := inspectEvent([]byte(tc.event)); got != tc.keep {
+			t.Errorf("inspectEvent(%q) keeps %v, want %v", tc.event, got, tc.keep)
 		}
 	}
 }
