@@ -9,27 +9,6 @@ import (
 	"time"
 )
 
-// accessEntry is what the handler learns about a request for its log line.
-type accessEntry struct {
-	route      string // the metrics' route label
-	model      string
-	configured bool   // the model is in the route table
-	deployment string // the one that answered
-	backend    string
-	attempts   int
-	usage      tokenUsage
-}
-
-// shownModel is the model as the log and the metrics may show it: a
-// configured model, or one that is a valid deployment name. Anything else is
-// arbitrary client bytes, and is not shown.
-func (e *accessEntry) shownModel() (string, bool) {
-	if e.configured || validDeploymentName(e.model) {
-		return e.model, true
-	}
-	return "", false
-}
-
 // responseRecorder notes the status and size of a response for the access log.
 // Flush and Unwrap keep streaming and protocol switches working through it.
 type responseRecorder struct {
@@ -78,57 +57,34 @@ func (r *responseRecorder) Flush() {
 
 func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// statusClientClosed is logged when the client went away before the answer
-// was complete (nginx's convention).
-const statusClientClosed = 499
-
-// finish logs a request and adds it to the metrics.
-func (h *proxyHandler) finish(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) {
-	status := h.logAccess(r, rec, entry, start, aborted)
-	model, _ := entry.shownModel()
-	h.metrics.record(requestRecord{
-		route: entry.route, model: model, deployment: entry.deployment, backend: entry.backend,
-		configured: entry.configured, code: status, firstByte: rec.firstByte, total: time.Since(start),
-		promptTokens: entry.usage.prompt(), completionTokens: entry.usage.completion(),
-	})
-}
-
-// logAccess writes one line per request and returns the status it logged.
-// It never logs a body, a query or a header but apim-request-id.
-func (h *proxyHandler) logAccess(r *http.Request, rec *responseRecorder, entry *accessEntry, start time.Time, aborted bool) int {
-	status := rec.status
-	if r.Context().Err() != nil && (status == 0 || aborted) {
-		status = statusClientClosed
-	} else if status == 0 {
-		status = http.StatusOK
-	}
+// logAccess writes one line for a settled request. It never logs a body, a
+// query or a header but apim-request-id.
+func logAccess(log *slog.Logger, r *http.Request, respHeader http.Header, o *requestOutcome) {
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("path", r.URL.Path),
-		slog.Int("status", status),
-		slog.Duration("duration", time.Since(start)),
-		slog.Int64("bytes", rec.bytes.Load()),
+		slog.Int("status", o.status),
+		slog.Duration("duration", o.total),
+		slog.Int64("bytes", o.bytes),
 	}
-	if entry.model != "" {
-		model, ok := entry.shownModel()
-		if !ok {
-			model = "(invalid)"
-		}
-		attrs = append(attrs, slog.String("model", model))
+	switch {
+	case o.shownModel != "":
+		attrs = append(attrs, slog.String("model", o.shownModel))
+	case o.modelHidden:
+		attrs = append(attrs, slog.String("model", "(invalid)"))
 	}
-	if entry.backend != "" {
-		attrs = append(attrs, slog.String("backend", entry.backend), slog.String("deployment", entry.deployment),
-			slog.Int("attempts", entry.attempts))
+	if o.backend != "" {
+		attrs = append(attrs, slog.String("backend", o.backend), slog.String("deployment", o.deployment),
+			slog.Int("attempts", o.attempts))
 	}
-	if id := rec.Header().Get("Apim-Request-Id"); id != "" {
+	if id := respHeader.Get("Apim-Request-Id"); id != "" {
 		attrs = append(attrs, slog.String("apim_request_id", id))
 	}
-	if u := entry.usage; u.prompt() > 0 || u.completion() > 0 {
+	if u := o.usage; u.prompt() > 0 || u.completion() > 0 {
 		attrs = append(attrs, slog.Int64("prompt_tokens", u.prompt()), slog.Int64("completion_tokens", u.completion()))
 	}
-	if aborted {
+	if o.aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
-	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
-	return status
+	log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

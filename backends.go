@@ -119,8 +119,9 @@ func (t *routeTable) needsClientKey(m *modelRoute) bool {
 	return false
 }
 
-// finish loads the client keys and checks what only the whole table shows.
-func (t *routeTable) finish(getenv func(string) string) error {
+// attachClientKeys loads the client keys and checks that every backend can
+// serve clients who present only a proxy key.
+func (t *routeTable) attachClientKeys(getenv func(string) string) error {
 	var err error
 	if t.clientKeys, err = loadClientKeys(getenv); err != nil {
 		return err
@@ -183,65 +184,4 @@ func (t *routeTable) summary() []any {
 		"models", strings.Join(t.modelNames, ","),
 		"client_keys", t.clientKeys != nil,
 	}
-}
-
-// routeTableFromEnv is the configuration without a file: one backend from
-// AZURE_OPENAI_ENDPOINT, models from AZURE_OPENAI_MODEL_MAPPER.
-func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
-	b, err := envBackend(getenv)
-	if err != nil {
-		return nil, err
-	}
-	t := &routeTable{backends: map[string]*backend{b.name: b}, backendNames: []string{b.name}, defaultBackend: b, source: "environment"}
-	if err := t.addMapperModels(getenv); err != nil {
-		return nil, err
-	}
-	if err := t.finish(getenv); err != nil {
-		return nil, err
-	}
-	return t, nil
-}
-
-// envBackend is the backend the core environment variables describe.
-func envBackend(getenv func(string) string) (*backend, error) {
-	b := &backend{name: "default"}
-	var err error
-	if b.endpoint, err = parseEndpoint("AZURE_OPENAI_ENDPOINT", getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
-		return nil, err
-	}
-	if b.apiVersion, err = parseAPIVersion("AZURE_OPENAI_API_VER", envOr(getenv, "AZURE_OPENAI_API_VER")); err != nil {
-		return nil, err
-	}
-	if b.previewAPIVersion, err = parseAPIVersion("AZURE_OPENAI_PREVIEW_API_VER", envOr(getenv, "AZURE_OPENAI_PREVIEW_API_VER")); err != nil {
-		return nil, err
-	}
-	if b.proxy, err = parseUpstreamProxy(b.endpoint, getenv); err != nil {
-		return nil, err
-	}
-	b.apiKey = strings.TrimSpace(getenv("AZURE_OPENAI_API_KEY"))
-	switch auth := strings.TrimSpace(getenv("AZURE_OPENAI_AUTH")); auth {
-	case "", "key":
-	case "entra":
-		if b.apiKey != "" {
-			return nil, settingError("AZURE_OPENAI_AUTH", "is entra, so AZURE_OPENAI_API_KEY must not be set: use one or the other")
-		}
-		b.entra = true
-	default:
-		return nil, settingError("AZURE_OPENAI_AUTH", "%q is not key or entra", auth)
-	}
-	return b, nil
-}
-
-// addMapperModels adds AZURE_OPENAI_MODEL_MAPPER's models, each served by the default backend.
-func (t *routeTable) addMapperModels(getenv func(string) string) error {
-	mapper, err := parseModelMapper(getenv("AZURE_OPENAI_MODEL_MAPPER"))
-	if err != nil {
-		return settingError("AZURE_OPENAI_MODEL_MAPPER", "%v", err)
-	}
-	t.models = map[string]*modelRoute{}
-	for _, m := range mapper.models {
-		t.models[m] = newModelRoute([]candidate{{backend: t.defaultBackend, deployment: mapper.deployments[m], weight: 1}})
-		t.modelNames = append(t.modelNames, m)
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -483,5 +484,64 @@ func TestExampleConfig(t *testing.T) {
 		r.backends["sweden"].apiKey != "sweden-key" || r.backends["eastus"].apiKey != "eastus-key" ||
 		r.backends["sweden"].apiVersion != "2025-04-01-preview" || strings.Join(r.modelNames, ",") != "gpt-4o,text-embedding-3-small" {
 		t.Errorf("example loaded as %+v", r)
+	}
+}
+
+// resetListener accepts connections, reads what the client sends first (a
+// TLS ClientHello) and resets the connection: a handshake that never completes.
+func resetListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Read(make([]byte, 4096))
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestFailoverByHowFarTheRequestGot: an attempt whose TLS handshake is reset
+// has sent nothing, so it fails over (counted as connect_error); a connection
+// cut after Azure has read the request is never sent twice.
+func TestFailoverByHowFarTheRequestGot(t *testing.T) {
+	b := newFakeAzure(t, fakeTLS, ok200)
+	cut := newFakeAzure(t, fakePlain, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+	})
+	config := strings.ReplaceAll(`{
+  "backends": {"reset": {"endpoint": "https://RESET"}, "b": {"endpoint": "{A}"}},
+  "default_backend": "b",
+  "models": {"gpt-4o": [{"backend": "reset", "deployment": "d", "weight": 9}, {"backend": "b", "deployment": "d"}]}
+}`, "RESET", resetListener(t))
+	p := startClocked(t, config, nil, b)
+	resp, body := p.post(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != 200 || len(b.all()) != 1 {
+		t.Fatalf("TLS reset: got %d %s, b saw %d; want a failover to b", resp.StatusCode, body, len(b.all()))
+	}
+	waitForLog(t, &testProxy{logs: p.logs}, "attempts=2")
+
+	b2 := newFakeAzure(t, fakeTLS, ok200)
+	p = startClocked(t, `{
+  "backends": {"cut": {"endpoint": "{B}"}, "b": {"endpoint": "{A}"}},
+  "default_backend": "b",
+  "models": {"gpt-4o": [{"backend": "cut", "deployment": "d", "weight": 9}, {"backend": "b", "deployment": "d"}]}
+}`, nil, b2, cut)
+	resp, body = p.post(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != http.StatusBadGateway || len(cut.all()) != 1 || len(b2.all()) != 0 {
+		t.Fatalf("cut after sending: got %d %s; cut saw %d, b saw %d; want 502 and no second send", resp.StatusCode, body, len(cut.all()), len(b2.all()))
+	}
+	if _, _, _, code := openAIError(t, body); code == nil || *code != "upstream_unreachable" {
+		t.Errorf("code %v, want upstream_unreachable", code)
 	}
 }

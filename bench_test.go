@@ -56,7 +56,7 @@ func BenchmarkMultipartModel(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if m, e := modelFromBody(contentType, body); e != nil || string(m.value) != "whisper-1" {
+		if m, e := modelFromBody(contentType, body); e != nil || string(m.name) != "whisper-1" {
 			b.Fatal(m, e)
 		}
 	}

@@ -72,10 +72,12 @@ func hasMediaType(contentType, mediaType string) bool {
 	return strings.EqualFold(strings.TrimSpace(t), mediaType)
 }
 
-// bodyModel is where a request body names its model, so that each attempt
-// can name its own deployment there instead.
-type bodyModel struct {
-	value      []byte
+// requestModel is the model a request names (in its body, path or query),
+// and where the body names it, so that each attempt can name its own
+// deployment there instead.
+type requestModel struct {
+	name       []byte // nil: the request names no model
+	valid      bool   // name is a valid deployment name (validDeploymentName)
 	edit       bodyEdit
 	start, end int // the bytes edit replaces (start == end: an insertion point)
 }
@@ -91,12 +93,57 @@ const (
 	editMultipartValue          // replace the "model" field's content
 )
 
+// findRequestModel finds the model the request names, by the route's kind:
+// deployment routes need one in the body; engines and realtime name it in
+// the path or query; other routes may carry one in a JSON body.
+func findRequestModel(rt route, contentType string, body []byte) (requestModel, *apiError) {
+	m, e := modelByRoute(rt, contentType, body)
+	m.valid = validDeploymentName(string(m.name))
+	return m, e
+}
+
+func modelByRoute(rt route, contentType string, body []byte) (requestModel, *apiError) {
+	switch rt.kind {
+	case routeDeployment:
+		return modelFromBody(contentType, body)
+	case routeRealtime:
+		return requestModel{name: []byte(rt.model)}, nil
+	case routeEngine:
+		// The legacy engines route names the model in the path; a v1
+		// backend needs it in the body.
+		m := requestModel{name: []byte(rt.model)}
+		if len(body) == 0 {
+			return m, nil
+		}
+		field, e := jsonModel(body)
+		if e != nil {
+			return m, e
+		}
+		if field.found {
+			m.edit, m.start, m.end = editJSONValue, field.start, field.end
+		} else {
+			m.edit, m.start, m.end = modelInsertion(body)
+		}
+		return m, nil
+	case routePassthrough:
+		if len(body) == 0 || !isJSON(contentType) {
+			return requestModel{}, nil
+		}
+		field, e := jsonModel(body)
+		if e != nil || !field.found || !field.isString {
+			return requestModel{}, e
+		}
+		return requestModel{name: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
+	}
+	return requestModel{}, nil
+}
+
 // modelFromBody returns the model a deployment route's body names: the
 // multipart field "model", or the JSON body's top-level "model".
-func modelFromBody(contentType string, body []byte) (bodyModel, *apiError) {
+func modelFromBody(contentType string, body []byte) (requestModel, *apiError) {
 	if boundary, ok := isMultipart(contentType); ok {
 		value, start, end, e := modelFromMultipart(body, boundary)
-		m := bodyModel{value: value}
+		m := requestModel{name: value}
 		if e == nil && end > start {
 			m.edit, m.start, m.end = editMultipartValue, start, end
 		}
@@ -105,13 +152,13 @@ func modelFromBody(contentType string, body []byte) (bodyModel, *apiError) {
 	field, e := jsonModel(body)
 	switch {
 	case e != nil:
-		return bodyModel{}, e
+		return requestModel{}, e
 	case !field.found:
-		return bodyModel{}, missingModel()
+		return requestModel{}, missingModel()
 	case !field.isString:
-		return bodyModel{}, badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
+		return requestModel{}, badRequest("invalid_model", "model", "The 'model' parameter must be a string.")
 	}
-	return bodyModel{value: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
+	return requestModel{name: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
 }
 
 // jsonModel finds the model of a body that must be one JSON object.
@@ -126,18 +173,18 @@ func jsonModel(body []byte) (modelField, *apiError) {
 
 // modelInsertion is where a JSON object without a model can take one: just
 // after its opening brace.
-func modelInsertion(body []byte) bodyModel {
+func modelInsertion(body []byte) (edit bodyEdit, start, end int) {
 	open := bytes.IndexByte(body, '{') + 1
 	rest := bytes.TrimLeft(body[open:], " \t\r\n")
-	edit := editJSONInsert
+	edit = editJSONInsert
 	if len(rest) > 0 && rest[0] == '}' {
 		edit = editJSONInsertOnly
 	}
-	return bodyModel{edit: edit, start: open, end: open}
+	return edit, open, open
 }
 
 // replacement is what an edit writes for deployment.
-func (m bodyModel) replacement(deployment string) []byte {
+func (m requestModel) replacement(deployment string) []byte {
 	switch m.edit { // a valid deployment name needs no escaping
 	case editJSONValue:
 		return []byte(`"` + deployment + `"`)

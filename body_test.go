@@ -108,7 +108,7 @@ func TestNoKeyRefusedBeforeTheBody(t *testing.T) {
 func TestModelFromMultipart(t *testing.T) {
 	body, ct := multipartBody(t, 100, "model", "whisper-1", "language", "en")
 	m, e := modelFromBody(ct, body)
-	if e != nil || string(m.value) != "whisper-1" || m.edit != editMultipartValue || string(body[m.start:m.end]) != "whisper-1" {
+	if e != nil || string(m.name) != "whisper-1" || m.edit != editMultipartValue || string(body[m.start:m.end]) != "whisper-1" {
 		t.Errorf("model after file = %+v, %v", m, e)
 	}
 	// LF-only line ends and a preamble, which mime/multipart accepts too.
@@ -118,7 +118,7 @@ func TestModelFromMultipart(t *testing.T) {
 	}
 	// A quoted-printable field has no raw span to replace; its decoded value still counts.
 	qp := []byte("--b\r\nContent-Disposition: form-data; name=\"model\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ngpt=2D4o\r\n--b--\r\n")
-	if m, e := modelFromBody("multipart/form-data; boundary=b", qp); e != nil || string(m.value) != "gpt-4o" || m.edit != editNone {
+	if m, e := modelFromBody("multipart/form-data; boundary=b", qp); e != nil || string(m.name) != "gpt-4o" || m.edit != editNone {
 		t.Errorf("quoted-printable: %+v %v", m, e)
 	}
 	body, ct = multipartBody(t, 100, "model", strings.Repeat("w", 300))

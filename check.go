@@ -86,7 +86,7 @@ func checkDeployment(ctx context.Context, client *http.Client, cfg Config, c can
 	}
 	switch {
 	case err != nil:
-		return false, "unreachable: " + upstreamFailure(err)
+		return false, "unreachable: " + describeNetError(err)
 	case status/100 == 2:
 		return true, "OK (" + what + ")"
 	case status == http.StatusTooManyRequests:
@@ -109,16 +109,11 @@ func checkDeployment(ctx context.Context, client *http.Client, cfg Config, c can
 // checkRequest posts body to one deployment's operation and returns Azure's
 // status and error code and message.
 func checkRequest(ctx context.Context, client *http.Client, b *backend, deployment, op string, body map[string]any, auth http.Header) (status int, code, message string, err error) {
-	path := "/openai/deployments/" + deployment + "/" + op
-	query := "api-version=" + b.apiVersion
-	if b.apiVersion == apiV1 {
-		path, query = "/openai/v1/"+op, ""
+	rt, _ := deploymentRoute(op)
+	if deploymentInBody(b, rt) {
 		body["model"] = deployment
 	}
-	u, err := upstreamURL(b.endpoint, path, query)
-	if err != nil {
-		return 0, "", "", err
-	}
+	u := azureURL(b, rt, deployment)
 	data, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(context.WithValue(ctx, attemptBackendKey{}, b), http.MethodPost, u.String(), bytes.NewReader(data))
 	if err != nil {

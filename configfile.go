@@ -203,7 +203,7 @@ func (p *configParser) parse(data []byte) (*routeTable, error) {
 	} else if err := t.addMapperModels(p.getenv); err != nil {
 		return nil, err
 	}
-	if err := t.finish(p.getenv); err != nil {
+	if err := t.attachClientKeys(p.getenv); err != nil {
 		return nil, err
 	}
 	return t, nil

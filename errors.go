@@ -8,11 +8,12 @@ import (
 // apiError is the body OpenAI's API (and so every OpenAI SDK) understands:
 // {"error":{"message":...,"type":...,"param":...,"code":...}}.
 type apiError struct {
-	Status  int     `json:"-"`
-	Message string  `json:"message"`
-	Type    string  `json:"type"`
-	Param   *string `json:"param"`
-	Code    *string `json:"code"`
+	Status  int         `json:"-"`
+	Message string      `json:"message"`
+	Type    string      `json:"type"`
+	Param   *string     `json:"param"`
+	Code    *string     `json:"code"`
+	header  http.Header // sent with the error: Allow, Retry-After
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -41,6 +42,9 @@ func badRequest(code, param, message string) *apiError {
 // writeError is the one place that writes an error the proxy itself makes.
 func writeError(w http.ResponseWriter, e *apiError) {
 	h := w.Header()
+	for k, v := range e.header {
+		h[k] = v
+	}
 	h.Set("Content-Type", "application/json")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")

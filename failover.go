@@ -2,36 +2,31 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 )
 
-// How long a candidate rests after a failure. A 429 says how long itself
-// (retry-after-ms or Retry-After), within maxRest.
+// How long a candidate cools down after a failure. A 429 says how long
+// itself (retry-after-ms or Retry-After), within maxCooldown.
 const (
-	restAfterFailure      = 5 * time.Second  // 5xx, connect or TLS error, timeout
-	restAfterThrottle     = 10 * time.Second // 429 without a retry-after header
-	restAfterMissing      = 60 * time.Second // 404 DeploymentNotFound: a configuration error
-	maxRest               = 60 * time.Second
+	cooldownAfterFailure  = 5 * time.Second  // 5xx, connect or TLS error, timeout
+	cooldownAfterThrottle = 10 * time.Second // 429 without a retry-after header
+	cooldownAfterMissing  = 60 * time.Second // 404 DeploymentNotFound: a configuration error
+	maxCooldown           = 60 * time.Second
 	maxBufferedFailedBody = 1 << 20
 )
 
 // backendTransport is the RoundTripper under the one ReverseProxy: for each
 // request it picks a candidate (backend and deployment) by weight among those
-// not resting, and fails over to the next on a failure that the client has
-// not seen any byte of. Everything it needs was decided by the handler and
-// travels in the request's upstreamCall.
+// not cooling down, and fails over to the next on a failure that the client
+// has not seen any byte of. Everything it needs was decided by the handler
+// and travels in the request's upstreamCall; upstream.go builds each attempt.
 type backendTransport struct {
 	next    http.RoundTripper
 	log     *slog.Logger
@@ -39,94 +34,102 @@ type backendTransport struct {
 	entra   *entraCredential // for backends that authenticate with Entra ID
 	metrics *metrics
 
-	mu      sync.Mutex
-	resting map[string]time.Time // candidate cooldownKey → rest until
+	mu           sync.Mutex
+	coolingUntil map[string]time.Time // candidate cooldownKey → end of its cooldown
 }
 
 func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
 	if now == nil {
 		now = time.Now
 	}
-	return &backendTransport{next: next, log: logger, now: now, entra: entra, metrics: m, resting: map[string]time.Time{}}
-}
-
-// allRestingError is returned when every candidate of a model rests; the
-// proxy answers 429 with the time until the first is free.
-type allRestingError struct{ wait time.Duration }
-
-func (e *allRestingError) Error() string {
-	return fmt.Sprintf("every deployment of this model is resting after failures; the first is free in %s", e.wait.Round(time.Millisecond))
+	return &backendTransport{next: next, log: logger, now: now, entra: entra, metrics: m, coolingUntil: map[string]time.Time{}}
 }
 
 func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	call := req.Context().Value(upstreamCallKey{}).(*upstreamCall)
 	candidates := call.candidates()
-	attempts := call.table.attempts(call.route)
 	tried := make([]bool, len(candidates))
-	var lastResp *http.Response
-	var lastErr error
-	for range attempts {
+	var lastAnswer *http.Response // Azure's last answer among the attempts that failed over
+	var lastFailure *upstreamFailure
+	for range call.maxAttempts() {
 		i, wait := t.choose(call, candidates, tried)
 		if i < 0 {
-			if lastResp == nil && lastErr == nil {
-				return nil, &allRestingError{wait: wait}
+			if lastAnswer == nil && lastFailure == nil {
+				return nil, &upstreamFailure{kind: failCooldown, wait: wait}
 			}
 			break
 		}
 		tried[i] = true
 		c := candidates[i]
-		out := call.attemptRequest(req, c)
-		if c.backend.entra {
-			token, err := t.entra.Token(req.Context())
-			if err != nil {
-				call.host = c.backend.endpoint.Host
-				t.metrics.attempt(c.backend.name, "auth_error")
-				return nil, err // the same identity serves every backend: no other candidate would fare better
+		resp, failure := t.try(req, call, c)
+		v := t.judge(c, resp, failure)
+		t.metrics.attempt(c.backend.name, v.outcome)
+		if !v.retry {
+			if failure != nil {
+				return nil, failure
 			}
-			out.Header.Del("Api-Key")
-			out.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := t.next.RoundTrip(out)
-		call.attempts++
-		call.backend, call.deployment, call.host = c.backend.name, c.deployment, c.backend.endpoint.Host
-		retry, rest, reason := t.judge(req.Context(), c, resp, err)
-		t.metrics.attempt(c.backend.name, attemptOutcome(resp, err, reason))
-		if !retry {
-			return resp, err
+			call.outcome.upstreamStatus = resp.StatusCode
+			return resp, nil
 		}
 		if len(candidates) > 1 {
-			t.rest(c, rest)
+			t.coolDown(c, v.cooldown)
 		}
-		t.log.Warn("upstream attempt failed", "backend", c.backend.name, "deployment", c.deployment, "reason", reason, "rest", rest.String())
-		lastErr = err
+		t.log.Warn("upstream attempt failed", "backend", c.backend.name, "deployment", c.deployment, "reason", v.reason, "cooldown", v.cooldown.String())
 		if resp != nil {
-			lastResp = resp // its body was buffered by judge
+			lastAnswer = resp // its body was buffered by judge
+		} else {
+			lastFailure = failure
 		}
 	}
-	if lastResp != nil {
+	if lastAnswer != nil {
 		// Azure's own last answer, unchanged, even if a later candidate
 		// could not be reached: its status and Retry-After tell the client more.
-		return lastResp, nil
+		call.outcome.upstreamStatus = lastAnswer.StatusCode
+		return lastAnswer, nil
 	}
-	return nil, lastErr
+	return nil, lastFailure
 }
 
-// choose picks the next candidate not yet tried and not resting. With none,
-// it returns -1 and how long until the first resting one is free.
+// try sends one attempt to candidate c and notes it in the request's outcome.
+// A transport error comes back tagged with how far the request got.
+func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidate) (*http.Response, *upstreamFailure) {
+	host := c.backend.endpoint.Host
+	var bearer string
+	if c.backend.entra {
+		token, err := t.entra.Token(req.Context())
+		if err != nil {
+			return nil, &upstreamFailure{kind: failAuth, host: host, err: err}
+		}
+		bearer = token
+	}
+	var progress attemptProgress
+	out := call.attempt(progress.trace(req.Context()), req, c, bearer)
+	resp, err := t.next.RoundTrip(out)
+	o := call.outcome
+	o.attempts++
+	o.backend, o.deployment = c.backend.name, c.deployment
+	if err != nil {
+		return nil, progress.failure(req.Context(), host, err)
+	}
+	return resp, nil
+}
+
+// choose picks the next candidate not yet tried and not cooling down. With
+// none, it returns -1 and how long until the first cooling one is free.
 func (t *backendTransport) choose(call *upstreamCall, candidates []candidate, tried []bool) (int, time.Duration) {
 	now := t.now()
 	t.mu.Lock()
-	restingUntil := make([]time.Time, len(candidates))
-	if len(candidates) > 1 { // a lone candidate never rests: there is nowhere else to go
+	coolingUntil := make([]time.Time, len(candidates))
+	if len(candidates) > 1 { // a lone candidate never cools down: there is nowhere else to go
 		for i, c := range candidates {
-			restingUntil[i] = t.resting[c.cooldownKey()]
+			coolingUntil[i] = t.coolingUntil[c.cooldownKey()]
 		}
 	}
 	t.mu.Unlock()
-	eligible := func(i int) bool { return !tried[i] && !restingUntil[i].After(now) }
+	eligible := func(i int) bool { return !tried[i] && !coolingUntil[i].After(now) }
 	var i int
-	if call.route != nil {
-		i = call.route.pick(eligible)
+	if call.model != nil {
+		i = call.model.pick(eligible)
 	} else {
 		i = -1
 		if eligible(0) {
@@ -139,89 +142,60 @@ func (t *backendTransport) choose(call *upstreamCall, candidates []candidate, tr
 	wait := time.Duration(math.MaxInt64)
 	for j := range candidates {
 		if !tried[j] {
-			wait = min(wait, restingUntil[j].Sub(now))
+			wait = min(wait, coolingUntil[j].Sub(now))
 		}
 	}
 	return -1, max(wait, 0)
 }
 
-func (t *backendTransport) rest(c candidate, d time.Duration) {
+func (t *backendTransport) coolDown(c candidate, d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.resting[c.cooldownKey()] = t.now().Add(d)
+	t.coolingUntil[c.cooldownKey()] = t.now().Add(d)
+}
+
+// verdict is what one attempt's outcome means for the request.
+type verdict struct {
+	retry    bool          // go on to the next candidate
+	cooldown time.Duration // how long the candidate cools down, when retry
+	reason   string        // for the log, when retry
+	outcome  string        // the metrics' outcome label
 }
 
 // judge decides whether an attempt's outcome should go to the next candidate,
-// and for how long the candidate rests. A response it retries has its body
-// buffered, so that it can still be returned if it turns out to be the last.
-func (t *backendTransport) judge(ctx context.Context, c candidate, resp *http.Response, err error) (retry bool, rest time.Duration, reason string) {
-	if err != nil {
-		if ctx.Err() != nil {
-			return false, 0, "" // the client has gone
+// and for how long the candidate cools down. A response it retries has its
+// body buffered, so that it can still be returned if it turns out to be the last.
+func (t *backendTransport) judge(c candidate, resp *http.Response, f *upstreamFailure) verdict {
+	if f != nil {
+		v := verdict{outcome: f.outcomeLabel()}
+		switch {
+		case f.kind == failTimeout:
+			v.retry, v.cooldown, v.reason = true, cooldownAfterFailure, "no response headers within the upstream timeout"
+		case f.nothingSent():
+			v.retry, v.cooldown, v.reason = true, cooldownAfterFailure, f.reason()
 		}
-		if errors.Is(err, errUpstreamTimeout) {
-			return true, restAfterFailure, "no response headers within the upstream timeout"
-		}
-		if failedBeforeSending(err) {
-			return true, restAfterFailure, upstreamFailure(err)
-		}
-		return false, 0, "" // the request may have reached Azure: not safe to send twice
+		// Otherwise the request may have reached Azure: not safe to send twice.
+		return v
 	}
+	v := verdict{outcome: strconv.Itoa(resp.StatusCode/100) + "xx", reason: resp.Status}
 	switch resp.StatusCode {
 	case http.StatusTooManyRequests:
-		rest = retryAfter(resp.Header)
-		if rest == 0 {
-			rest = restAfterThrottle
+		v.outcome = "429"
+		v.cooldown = retryAfter(resp.Header)
+		if v.cooldown == 0 {
+			v.cooldown = cooldownAfterThrottle
 		}
-		return bufferBody(resp), min(rest, maxRest), "429 Too Many Requests"
+		v.retry, v.cooldown = bufferBody(resp), min(v.cooldown, maxCooldown)
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return bufferBody(resp), restAfterFailure, resp.Status
+		v.retry, v.cooldown = bufferBody(resp), cooldownAfterFailure
 	case http.StatusNotFound:
-		if !bufferBody(resp) || !isDeploymentNotFound(resp) {
-			return false, 0, ""
+		if bufferBody(resp) && isDeploymentNotFound(resp) {
+			t.log.Error("Azure says the deployment does not exist: fix the configuration",
+				"backend", c.backend.name, "endpoint", c.backend.endpoint.Host, "deployment", c.deployment)
+			v.retry, v.cooldown, v.reason, v.outcome = true, cooldownAfterMissing, "404 DeploymentNotFound", "deployment_not_found"
 		}
-		t.log.Error("Azure says the deployment does not exist: fix the configuration",
-			"backend", c.backend.name, "endpoint", c.backend.endpoint.Host, "deployment", c.deployment)
-		return true, restAfterMissing, "404 DeploymentNotFound"
 	}
-	return false, 0, ""
-}
-
-// attemptOutcome names an attempt's outcome for the metrics: a bounded set.
-func attemptOutcome(resp *http.Response, err error, reason string) string {
-	switch {
-	case err == nil && reason == "404 DeploymentNotFound":
-		return "deployment_not_found"
-	case err == nil && resp.StatusCode == http.StatusTooManyRequests:
-		return "429"
-	case err == nil:
-		return strconv.Itoa(resp.StatusCode/100) + "xx"
-	case errors.Is(err, errUpstreamTimeout):
-		return "timeout"
-	case failedBeforeSending(err):
-		return "connect_error"
-	case errors.Is(err, context.Canceled):
-		return "client_gone"
-	}
-	return "error"
-}
-
-// failedBeforeSending reports whether err means the request never reached
-// Azure (no connection, no TLS session), so sending it elsewhere is safe.
-func failedBeforeSending(err error) bool {
-	if opErr, ok := errors.AsType[*net.OpError](err); ok && (opErr.Op == "dial" || opErr.Op == "proxyconnect") {
-		return true
-	}
-	if _, ok := errors.AsType[*net.DNSError](err); ok {
-		return true
-	}
-	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
-		return true
-	}
-	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
-		return true
-	}
-	return false
+	return v
 }
 
 // bufferBody replaces resp.Body with an in-memory copy, and reports false

@@ -318,3 +318,14 @@ func newRecorder() *httptest.ResponseRecorder { return httptest.NewRecorder() }
 func mustRequest(method, target string) *http.Request {
 	return httptest.NewRequest(method, target, nil)
 }
+
+func waitUntil(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(failsafe)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

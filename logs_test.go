@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -102,4 +103,44 @@ func closedAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestCancelledStreamIsRecorded: a client that stops a stream ("stop
+// generating") makes ReverseProxy abort the handler with a panic; its log line
+// and metrics must still say where it went, how many attempts it took and the
+// tokens seen, and an unconfigured model Azure answered counts as itself.
+func TestCancelledStreamIsRecorded(t *testing.T) {
+	usageEvent := `data: {"id":"c","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":1}}` + "\n\n"
+	stream := newSteppedStream(usageEvent, "data: 2\n\n")
+	p := startProxy(t, newFakeAzure(t, fakeTLS, stream.serve), map[string]string{"AZURE_OPENAI_PROXY_LOG_FORMAT": "json"})
+	ctx, cancel := context.WithCancel(t.Context())
+	_, r := p.openStream(t, ctx)
+	if ev := readEvent(t, r); ev != usageEvent {
+		t.Fatalf("first event %q", ev)
+	}
+	cancel()
+	m := waitForRequests(t, p.URL, "", 1)
+	if got := m.get("azure_openai_proxy_requests_total", "route", "chat/completions", "model", "gpt-4o",
+		"deployment", "gpt-4o", "backend", "default", "code", "499"); got != 1 {
+		t.Errorf("requests_total for the cancelled stream = %v, want 1 with model, deployment and backend: %v", got, m.distinct("azure_openai_proxy_requests_total", "model"))
+	}
+	if got := m.get("azure_openai_proxy_tokens_total", "model", "gpt-4o", "deployment", "gpt-4o", "kind", "prompt"); got != 12 {
+		t.Errorf("prompt tokens = %v, want 12", got)
+	}
+	p.shutdown(t)
+	var line map[string]any
+	for _, l := range strings.Split(p.logs.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	want := map[string]any{"status": float64(499), "aborted": true, "model": "gpt-4o", "backend": "default",
+		"deployment": "gpt-4o", "attempts": float64(1), "prompt_tokens": float64(12), "completion_tokens": float64(1)}
+	for k, v := range want {
+		if line[k] != v {
+			t.Errorf("log %s = %v, want %v (line %v)", k, line[k], v, line)
+		}
+	}
 }

@@ -5,6 +5,9 @@ import (
 	"strings"
 )
 
+// The configuration without a file: one backend from the core environment
+// variables, and its models from AZURE_OPENAI_MODEL_MAPPER.
+
 // modelMapper is AZURE_OPENAI_MODEL_MAPPER ("gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"):
 // the model names clients send, and the deployment each maps to. A model it
 // does not name is used as the deployment name as it is (most deployments
@@ -44,21 +47,63 @@ func parseModelMapper(spec string) (*modelMapper, error) {
 	return m, nil
 }
 
-// validDeploymentName reports whether name can be placed in the Azure URL path
-// as a deployment: ASCII letters, digits, '-', '_' and '.', 1 to 64 characters,
-// and not a dot segment. Nothing else may reach the path, so no model value can
-// change the upstream path, query or host.
-func validDeploymentName(name string) bool {
-	if name == "" || len(name) > 64 || name == "." || name == ".." {
-		return false
+// routeTableFromEnv is the configuration without a file: one backend from
+// AZURE_OPENAI_ENDPOINT, models from AZURE_OPENAI_MODEL_MAPPER.
+func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
+	b, err := envBackend(getenv)
+	if err != nil {
+		return nil, err
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
-		default:
-			return false
+	t := &routeTable{backends: map[string]*backend{b.name: b}, backendNames: []string{b.name}, defaultBackend: b, source: "environment"}
+	if err := t.addMapperModels(getenv); err != nil {
+		return nil, err
+	}
+	if err := t.attachClientKeys(getenv); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// envBackend is the backend the core environment variables describe.
+func envBackend(getenv func(string) string) (*backend, error) {
+	b := &backend{name: "default"}
+	var err error
+	if b.endpoint, err = parseEndpoint("AZURE_OPENAI_ENDPOINT", getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
+		return nil, err
+	}
+	if b.apiVersion, err = parseAPIVersion("AZURE_OPENAI_API_VER", envOr(getenv, "AZURE_OPENAI_API_VER")); err != nil {
+		return nil, err
+	}
+	if b.previewAPIVersion, err = parseAPIVersion("AZURE_OPENAI_PREVIEW_API_VER", envOr(getenv, "AZURE_OPENAI_PREVIEW_API_VER")); err != nil {
+		return nil, err
+	}
+	if b.proxy, err = parseUpstreamProxy(b.endpoint, getenv); err != nil {
+		return nil, err
+	}
+	b.apiKey = strings.TrimSpace(getenv("AZURE_OPENAI_API_KEY"))
+	switch auth := strings.TrimSpace(getenv("AZURE_OPENAI_AUTH")); auth {
+	case "", "key":
+	case "entra":
+		if b.apiKey != "" {
+			return nil, settingError("AZURE_OPENAI_AUTH", "is entra, so AZURE_OPENAI_API_KEY must not be set: use one or the other")
 		}
+		b.entra = true
+	default:
+		return nil, settingError("AZURE_OPENAI_AUTH", "%q is not key or entra", auth)
 	}
-	return true
+	return b, nil
+}
+
+// addMapperModels adds AZURE_OPENAI_MODEL_MAPPER's models, each served by the default backend.
+func (t *routeTable) addMapperModels(getenv func(string) string) error {
+	mapper, err := parseModelMapper(getenv("AZURE_OPENAI_MODEL_MAPPER"))
+	if err != nil {
+		return settingError("AZURE_OPENAI_MODEL_MAPPER", "%v", err)
+	}
+	t.models = map[string]*modelRoute{}
+	for _, m := range mapper.models {
+		t.models[m] = newModelRoute([]candidate{{backend: t.defaultBackend, deployment: mapper.deployments[m], weight: 1}})
+		t.modelNames = append(t.modelNames, m)
+	}
+	return nil
 }

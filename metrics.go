@@ -56,24 +56,17 @@ func (h *histogram) observe(v float64) {
 	h.count++
 }
 
-// requestRecord is what one finished request adds to the metrics.
-type requestRecord struct {
-	route, model, deployment, backend string
-	configured                        bool // the model is in the route table
-	code                              int
-	firstByte, total                  time.Duration
-	promptTokens, completionTokens    int64
-}
-
-func (m *metrics) record(r requestRecord) {
+// record adds one settled request to the metrics.
+func (m *metrics) record(o *requestOutcome) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	model, deployment := r.model, r.deployment
-	if !r.configured {
+	model, deployment := o.shownModel, o.deployment
+	if !o.configured {
 		// Unconfigured models are used as deployment names; only one Azure
-		// has answered for gets a value of its own, and only so many.
+		// has answered for gets a value of its own, and only so many. Azure's
+		// own status counts: a stream the client cut short was still served.
 		known := m.models[model]
-		if !known && model != "" && r.code/100 == 2 && validDeploymentName(model) && len(m.models) < maxSeenModels {
+		if !known && model != "" && o.upstreamStatus/100 == 2 && len(m.models) < maxSeenModels {
 			m.models[model], known = true, true
 		}
 		if !known && model != "" {
@@ -83,28 +76,27 @@ func (m *metrics) record(r requestRecord) {
 			deployment = "other"
 		}
 	}
-	m.requests[[5]string{r.route, model, deployment, r.backend, strconv.Itoa(r.code)}]++
+	m.requests[[5]string{o.route, model, deployment, o.backend, strconv.Itoa(o.status)}]++
 	for _, p := range [...]struct {
 		phase string
 		d     time.Duration
-	}{{"first_byte", r.firstByte}, {"total", r.total}} {
+	}{{"first_byte", o.firstByte}, {"total", o.total}} {
 		if p.d <= 0 {
 			continue
 		}
-		phase, d := p.phase, p.d
-		key := [2]string{r.route, phase}
+		key := [2]string{o.route, p.phase}
 		h := m.durations[key]
 		if h == nil {
 			h = &histogram{counts: make([]uint64, len(durationBuckets)+1)}
 			m.durations[key] = h
 		}
-		h.observe(d.Seconds())
+		h.observe(p.d.Seconds())
 	}
-	if r.promptTokens > 0 {
-		m.tokens[[3]string{model, deployment, "prompt"}] += uint64(r.promptTokens)
+	if n := o.usage.prompt(); n > 0 {
+		m.tokens[[3]string{model, deployment, "prompt"}] += uint64(n)
 	}
-	if r.completionTokens > 0 {
-		m.tokens[[3]string{model, deployment, "completion"}] += uint64(r.completionTokens)
+	if n := o.usage.completion(); n > 0 {
+		m.tokens[[3]string{model, deployment, "completion"}] += uint64(n)
 	}
 }
 
@@ -112,25 +104,6 @@ func (m *metrics) attempt(backend, outcome string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.attempts[[2]string{backend, outcome}]++
-}
-
-// routeLabel names a route family for the metrics: a bounded set.
-func routeLabel(rt route, resolved bool) string {
-	switch {
-	case !resolved:
-		return "unknown"
-	case rt.kind == routeDeployment || rt.kind == routeEngine:
-		return rt.op
-	case rt.kind == routeModelList || rt.kind == routeModel:
-		return "models"
-	case rt.kind == routeRealtime:
-		return "realtime"
-	}
-	first, _, _ := strings.Cut(rt.op, "/")
-	if _, known := passthroughFamily(first); known || first == "realtime" {
-		return first
-	}
-	return "other"
 }
 
 // write renders every metric in the Prometheus text format.

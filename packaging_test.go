@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"debug/elf"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,5 +115,63 @@ func TestREADMEDocumentsTheProduct(t *testing.T) {
 	testCmd := regexp.MustCompile("(?m)^go test[^\n]*$").Find(readme)
 	if testCmd == nil || !bytes.Contains(ci, testCmd) {
 		t.Errorf("the README's test command %q is not what .ci/run runs", testCmd)
+	}
+}
+
+// TestREADMECodeMap: the code map names every source file, and each step of
+// the request path names a function declared in the file it says.
+func TestREADMECodeMap(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	mapStart := strings.Index(text, "### Code map")
+	pathStart := strings.Index(text, "### The request path")
+	if mapStart < 0 || pathStart < mapStart {
+		t.Fatal("README lacks the code map or the request path")
+	}
+	codeMap := text[mapStart:pathStart]
+	sources, _ := filepath.Glob("*.go")
+	declared := map[string]string{} // function or Type.method → file
+	fset := token.NewFileSet()
+	for _, file := range sources {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		if !strings.Contains(codeMap, "`"+file+"`") {
+			t.Errorf("the code map does not name %s", file)
+		}
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok {
+				continue
+			}
+			name := fn.Name.Name
+			if fn.Recv != nil {
+				recv := fn.Recv.List[0].Type
+				if star, ok := recv.(*ast.StarExpr); ok {
+					recv = star.X
+				}
+				name = recv.(*ast.Ident).Name + "." + name
+			}
+			declared[name] = file
+		}
+	}
+	step := regexp.MustCompile("(?m)^\\d+\\. `([\\w.]+)` \\(([\\w.]+\\.go)\\)(?: and `([\\w.]+)` \\(([\\w.]+\\.go)\\))?")
+	steps := step.FindAllStringSubmatch(text[pathStart:], -1)
+	if len(steps) < 8 {
+		t.Fatalf("the request path lists %d steps", len(steps))
+	}
+	for _, s := range steps {
+		for i := 1; i+1 < len(s) && s[i] != ""; i += 2 {
+			if got := declared[s[i]]; got != s[i+1] {
+				t.Errorf("request path: %s is declared in %q, not %s", s[i], got, s[i+1])
+			}
+		}
 	}
 }

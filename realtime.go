@@ -2,13 +2,13 @@ package main
 
 import (
 	"net/http"
-	"net/url"
 	"strings"
 )
 
 // The Realtime API is a websocket: GET /v1/realtime?model=M with Upgrade:
 // websocket. httputil.ReverseProxy switches protocols itself; the proxy only
-// resolves the model, moves the key into api-key, and builds Azure's URL:
+// resolves the model (routes.go), moves the key into api-key, and builds
+// Azure's URL (upstream.go):
 // dated:  {endpoint}/openai/realtime?api-version={preview}&deployment={D}
 // v1:     {endpoint}/openai/v1/realtime?model={D}
 
@@ -55,20 +55,4 @@ func stripKeyProtocol(h http.Header) {
 			h.Set("Sec-Websocket-Protocol", strings.Join(others, ", "))
 		}
 	}
-}
-
-// realtimeQuery is the upstream query of a realtime handshake for deployment:
-// the client's parameters but model, with the deployment named as Azure wants.
-func realtimeQuery(rawQuery string, b *backend, deployment string) string {
-	q, _ := url.ParseQuery(rawQuery) // the handler has checked it
-	q.Del("model")
-	if b.apiVersion == apiV1 {
-		q.Set("model", deployment)
-		return q.Encode()
-	}
-	q.Set("deployment", deployment)
-	if !q.Has("api-version") {
-		q.Set("api-version", b.previewAPIVersion)
-	}
-	return q.Encode()
 }

@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// This file is the whole API surface: which OpenAI paths the proxy serves and
-// where each goes on Azure.
+// This file is the whole API surface: which OpenAI paths the proxy serves,
+// and what kind of route each is. upstream.go says where each kind goes on Azure.
 //
 //	OpenAI path (with or without /v1)     Azure path under {endpoint}                                api-version
 //	/chat/completions, /completions,      /openai/deployments/{deployment}/{op}                     GA
@@ -44,24 +44,43 @@ const (
 	apiPreview
 )
 
+// route is what the request line says: which kind of route, the operation,
+// and the query, each parsed once here for the whole request.
 type route struct {
 	kind   routeKind
 	op     string // deployment routes: the operation ("chat/completions"); passthrough: the escaped rest of the path
-	model  string // engines: the model named in the path; models/{id}: the id
+	opPath string // op unescaped
+	model  string // engines: the model named in the path; models/{id}: the id; realtime: the query's model
 	family apiFamily
+	chat   bool // a chat or text completion: its stream gets OpenAI's shape (stream.go)
+
+	rawQuery string     // the client's query, as sent
+	query    url.Values // the same, parsed; nil when there is none
+	upgrade  bool       // a websocket handshake
 }
 
-// deploymentOp reports whether Azure serves op under /openai/deployments/{deployment}/,
-// and with which api-version.
-func deploymentOp(op string) (apiFamily, bool) {
-	switch op {
-	case "chat/completions", "completions", "embeddings",
-		"audio/transcriptions", "audio/translations", "images/generations":
-		return apiGA, true
-	case "audio/speech", "images/edits": // not in the GA api-version
-		return apiPreview, true
-	}
-	return apiGA, false
+// deploymentOp describes an operation Azure serves under /openai/deployments/{deployment}/.
+type deploymentOp struct {
+	family apiFamily
+	chat   bool
+}
+
+// deploymentOps is every operation with the deployment in Azure's path.
+var deploymentOps = map[string]deploymentOp{
+	"chat/completions":     {apiGA, true},
+	"completions":          {apiGA, true},
+	"embeddings":           {apiGA, false},
+	"audio/transcriptions": {apiGA, false},
+	"audio/translations":   {apiGA, false},
+	"images/generations":   {apiGA, false},
+	"audio/speech":         {apiPreview, false}, // not in the GA api-version
+	"images/edits":         {apiPreview, false},
+}
+
+// deploymentRoute is the route of an operation with the deployment in the path.
+func deploymentRoute(op string) (route, bool) {
+	d, ok := deploymentOps[op]
+	return route{kind: routeDeployment, op: op, opPath: op, family: d.family, chat: d.chat}, ok
 }
 
 // passthroughFamily gives the api-version family of a path without a deployment,
@@ -78,11 +97,45 @@ func passthroughFamily(first string) (family apiFamily, withoutV1 bool) {
 	return apiGA, false
 }
 
-// resolveRoute maps the request's escaped path to a route. It rejects dot
+// resolveRoute reads the request line once: the route the path names, the
+// query, the methods the route takes, and whether it is a realtime websocket.
+func resolveRoute(r *http.Request) (route, *apiError) {
+	rt, e := resolvePath(r.URL.EscapedPath())
+	if e != nil {
+		return rt, e
+	}
+	if rt.rawQuery = r.URL.RawQuery; rt.rawQuery != "" {
+		var err error
+		if rt.query, err = url.ParseQuery(rt.rawQuery); err != nil {
+			return rt, badRequest("invalid_query", "", "The request query string cannot be parsed.")
+		}
+	}
+	rt.upgrade = isWebsocketUpgrade(r)
+	switch rt.kind {
+	case routeModelList, routeModel:
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return rt, methodNotAllowed("GET, HEAD")
+		}
+	case routeDeployment, routeEngine:
+		if r.Method != http.MethodPost {
+			return rt, methodNotAllowed("POST")
+		}
+	case routePassthrough:
+		if rt.op == "realtime" && rt.upgrade {
+			rt.kind, rt.model = routeRealtime, rt.query.Get("model")
+			if rt.model == "" {
+				return rt, missingModel()
+			}
+		}
+	}
+	return rt, nil
+}
+
+// resolvePath maps the request's escaped path to a route. It rejects dot
 // segments, empty segments, bad escapes, and encoded slashes, backslashes and
 // control characters (which a server or gateway upstream might decode into a
 // dot segment), so that no client path can climb out of /openai/ upstream.
-func resolveRoute(escapedPath string) (route, *apiError) {
+func resolvePath(escapedPath string) (route, *apiError) {
 	rest, hasV1 := strings.CutPrefix(escapedPath, "/v1/")
 	if !hasV1 {
 		rest = strings.TrimPrefix(escapedPath, "/")
@@ -103,8 +156,8 @@ func resolveRoute(escapedPath string) (route, *apiError) {
 		segments[i] = s
 	}
 
-	if family, ok := deploymentOp(rest); ok {
-		return route{kind: routeDeployment, op: rest, family: family}, nil
+	if rt, ok := deploymentRoute(rest); ok {
+		return rt, nil
 	}
 	switch segments[0] {
 	case "models":
@@ -119,18 +172,40 @@ func resolveRoute(escapedPath string) (route, *apiError) {
 		if len(segments) < 3 {
 			return route{}, notFound(escapedPath)
 		}
-		op := strings.Join(segments[2:], "/")
-		family, ok := deploymentOp(op)
+		rt, ok := deploymentRoute(strings.Join(segments[2:], "/"))
 		if !ok {
 			return route{}, notFound(escapedPath)
 		}
-		return route{kind: routeEngine, op: op, model: segments[1], family: family}, nil
+		rt.kind, rt.model = routeEngine, segments[1]
+		return rt, nil
 	}
 	family, withoutV1 := passthroughFamily(segments[0])
 	if !hasV1 && !withoutV1 {
 		return route{}, notFound(escapedPath)
 	}
-	return route{kind: routePassthrough, op: rest, family: family}, nil
+	return route{kind: routePassthrough, op: rest, opPath: strings.Join(segments, "/"), family: family}, nil
+}
+
+// label names the route's family for the metrics and the log: a bounded set.
+func (rt route) label() string {
+	switch rt.kind {
+	case routeDeployment, routeEngine:
+		return rt.op
+	case routeModelList, routeModel:
+		return "models"
+	case routeRealtime:
+		return "realtime"
+	}
+	first, _, _ := strings.Cut(rt.op, "/")
+	if _, known := passthroughFamily(first); known || first == "realtime" {
+		return first
+	}
+	return "other"
+}
+
+// answeredByProxy reports whether the proxy answers the route itself.
+func (rt route) answeredByProxy() bool {
+	return rt.kind == routeModelList || rt.kind == routeModel
 }
 
 func notFound(escapedPath string) *apiError {
@@ -138,41 +213,28 @@ func notFound(escapedPath string) *apiError {
 		"Unknown request URL: "+escapedPath+". Please check the URL for typos; the proxy serves the OpenAI API under /v1/.")
 }
 
-// upstreamURL joins the endpoint (with any path prefix it has) and an escaped
-// path below it, keeping the client's escaping.
-func upstreamURL(endpoint *url.URL, escapedSuffix, rawQuery string) (*url.URL, error) {
-	suffix, err := url.PathUnescape(escapedSuffix)
-	if err != nil {
-		return nil, err
-	}
-	u := *endpoint
-	u.Path = strings.TrimSuffix(endpoint.Path, "/") + suffix
-	u.RawPath = strings.TrimSuffix(endpoint.EscapedPath(), "/") + escapedSuffix
-	u.RawQuery = rawQuery
-	u.Fragment, u.RawFragment = "", ""
-	return &u, nil
+func methodNotAllowed(allow string) *apiError {
+	e := newAPIError(http.StatusMethodNotAllowed, typeInvalidRequest, "method_not_allowed", "",
+		"This route only accepts "+allow+".")
+	e.header = http.Header{"Allow": {allow}}
+	return e
 }
 
-// checkQuery refuses a query string that cannot be parsed.
-func checkQuery(rawQuery string) *apiError {
-	if rawQuery == "" {
-		return nil
+// validDeploymentName reports whether name can be placed in the Azure URL path
+// as a deployment: ASCII letters, digits, '-', '_' and '.', 1 to 64 characters,
+// and not a dot segment. Nothing else may reach the path, so no model value can
+// change the upstream path, query or host.
+func validDeploymentName(name string) bool {
+	if name == "" || len(name) > 64 || name == "." || name == ".." {
+		return false
 	}
-	if _, err := url.ParseQuery(rawQuery); err != nil {
-		return badRequest("invalid_query", "", "The request query string cannot be parsed.")
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
 	}
-	return nil
-}
-
-// withAPIVersion adds api-version to the client's (checked) query unless the
-// client gave one: the client's wins and is never duplicated.
-func withAPIVersion(rawQuery, version string) string {
-	add := "api-version=" + url.QueryEscape(version)
-	if rawQuery == "" {
-		return add
-	}
-	if q, _ := url.ParseQuery(rawQuery); q.Has("api-version") {
-		return rawQuery
-	}
-	return rawQuery + "&" + add
+	return true
 }

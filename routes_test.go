@@ -2,6 +2,8 @@ package main
 
 import (
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 )
 
@@ -45,11 +47,20 @@ func TestResolveRoute(t *testing.T) {
 		{"/v1/files/%zz", route{}, 400},
 	}
 	for _, tc := range cases {
-		got, e := resolveRoute(tc.path)
+		full, e := resolvePath(tc.path)
+		// The rest of what the route holds is pinned in TestRouteFacts.
+		type pathFacts struct {
+			kind   routeKind
+			op     string
+			model  string
+			family apiFamily
+		}
+		got := pathFacts{full.kind, full.op, full.model, full.family}
+		want := pathFacts{tc.want.kind, tc.want.op, tc.want.model, tc.want.family}
 		switch {
 		case tc.status != 0 && (e == nil || e.Status != tc.status):
 			t.Errorf("%s: got %+v %v, want status %d", tc.path, got, e, tc.status)
-		case tc.status == 0 && (e != nil || got != tc.want):
+		case tc.status == 0 && (e != nil || got != want):
 			t.Errorf("%s: got %+v %v, want %+v", tc.path, got, e, tc.want)
 		}
 	}
@@ -63,12 +74,46 @@ func TestWithAPIVersion(t *testing.T) {
 		{"limit=2&api-version=x", "limit=2&api-version=x"},
 	}
 	for _, tc := range cases {
-		if got := withAPIVersion(tc.in, "V"); got != tc.want {
+		rt, e := resolveRoute(httptest.NewRequest("POST", "/v1/chat/completions?"+tc.in, nil))
+		if e != nil {
+			t.Fatal(e)
+		}
+		if got := withAPIVersion(rt, "V"); got != tc.want {
 			t.Errorf("withAPIVersion(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
-	if e := checkQuery("a=%zz"); e == nil || e.Status != http.StatusBadRequest {
+	if _, e := resolveRoute(httptest.NewRequest("POST", "/v1/chat/completions?a=%zz", nil)); e == nil || e.Status != http.StatusBadRequest {
 		t.Errorf("bad query: %v, want 400", e)
+	}
+}
+
+// TestRouteFacts pins what the request line decides once for the whole
+// request: the unescaped operation, chat streams, realtime and its model.
+func TestRouteFacts(t *testing.T) {
+	rt, _ := resolveRoute(httptest.NewRequest("GET", "/v1/files/file%20a/content?limit=2", nil))
+	if rt.opPath != "files/file a/content" || rt.op != "files/file%20a/content" || rt.query.Get("limit") != "2" || rt.chat {
+		t.Errorf("files route: %+v", rt)
+	}
+	for path, chat := range map[string]bool{"/v1/chat/completions": true, "/v1/engines/m/completions": true, "/v1/embeddings": false, "/v1/responses": false} {
+		if rt, _ := resolveRoute(httptest.NewRequest("POST", path, nil)); rt.chat != chat {
+			t.Errorf("%s: chat = %v, want %v", path, rt.chat, chat)
+		}
+	}
+	ws := httptest.NewRequest("GET", "/v1/realtime?model=gpt-4o-realtime", nil)
+	ws.Header.Set("Connection", "Upgrade")
+	ws.Header.Set("Upgrade", "websocket")
+	if rt, e := resolveRoute(ws); e != nil || rt.kind != routeRealtime || rt.model != "gpt-4o-realtime" || rt.label() != "realtime" {
+		t.Errorf("realtime handshake: %+v %v", rt, e)
+	}
+	ws.URL.RawQuery = ""
+	if _, e := resolveRoute(ws); e == nil || e.Status != http.StatusBadRequest {
+		t.Errorf("realtime without a model: %v, want 400", e)
+	}
+	if rt, _ := resolveRoute(httptest.NewRequest("GET", "/v1/realtime?model=m", nil)); rt.kind != routePassthrough {
+		t.Errorf("realtime without an upgrade: kind %v, want passthrough", rt.kind)
+	}
+	if _, e := resolveRoute(httptest.NewRequest("GET", "/v1/chat/completions", nil)); e == nil || e.Status != http.StatusMethodNotAllowed || e.header.Get("Allow") != "POST" {
+		t.Errorf("GET chat: %v, want 405 with Allow: POST", e)
 	}
 }
 
@@ -78,9 +123,9 @@ func TestUpstreamURLKeepsPrefixAndEscaping(t *testing.T) {
 		{"https://gw.example.com/team%20a/aoai", "/openai/deployments/d/embeddings", "https://gw.example.com/team%20a/aoai/openai/deployments/d/embeddings?api-version=V"},
 	} {
 		ep, _ := parseEndpoint("X", tc.endpoint+"/")
-		u, err := upstreamURL(ep, tc.suffix, "api-version=V")
-		if err != nil || u.String() != tc.want {
-			t.Errorf("upstreamURL(%s, %s) = %v %v, want %s", tc.endpoint, tc.suffix, u, err, tc.want)
+		path, _ := url.PathUnescape(tc.suffix)
+		if u := upstreamURL(ep, path, tc.suffix, "api-version=V"); u.String() != tc.want {
+			t.Errorf("upstreamURL(%s, %s) = %v, want %s", tc.endpoint, tc.suffix, u, tc.want)
 		}
 	}
 }

@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// errUpstreamTimeout is returned when Azure sends no response headers within
-// AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT; the proxy answers 504.
-var errUpstreamTimeout = errors.New("no response headers from Azure OpenAI within the upstream timeout")
-
 // newUpstreamTransport builds the one transport every upstream request uses.
 // It clones http.DefaultTransport so HTTP/2 stays on (a hand-built Transport
 // with its own dialer or TLS config silently loses it), and sizes the idle
@@ -76,35 +72,28 @@ func (t *headerTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, e
 		return nil, err
 	}
 	// The context must live as long as the body is read.
-	done := func() { cancel(nil) }
-	if rwc, ok := resp.Body.(io.ReadWriteCloser); ok && resp.StatusCode == http.StatusSwitchingProtocols {
-		resp.Body = &cancelOnCloseRW{ReadWriteCloser: rwc, cancel: done}
-	} else {
-		resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: done}
-	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
 	return resp, nil
 }
 
+// cancelOnClose ends an attempt's context when its body is closed. It is
+// also an io.Writer, so that ReverseProxy can switch protocols on an
+// upgraded (101) connection, whose body is an io.ReadWriteCloser; any other
+// body refuses writes (ReverseProxy writes only after a 101).
 type cancelOnClose struct {
 	io.ReadCloser
 	cancel func()
 }
 
+func (b *cancelOnClose) Write(p []byte) (int, error) {
+	if w, ok := b.ReadCloser.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return 0, errors.ErrUnsupported
+}
+
 func (b *cancelOnClose) Close() error {
 	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
-}
-
-// cancelOnCloseRW keeps an upgraded (101) connection writable:
-// ReverseProxy needs an io.ReadWriteCloser to switch protocols.
-type cancelOnCloseRW struct {
-	io.ReadWriteCloser
-	cancel func()
-}
-
-func (b *cancelOnCloseRW) Close() error {
-	err := b.ReadWriteCloser.Close()
 	b.cancel()
 	return err
 }

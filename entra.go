@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,60 +14,6 @@ import (
 	"sync"
 	"time"
 )
-
-// clientKeys are the keys the proxy's own clients must present (as
-// 'Authorization: Bearer' or 'api-key'). Only their SHA-256 digests are
-// kept, and a presented key is compared with every one in constant time.
-type clientKeys struct {
-	digests [][sha256.Size]byte
-}
-
-func (k *clientKeys) allows(key string) bool {
-	if key == "" {
-		return false
-	}
-	d := sha256.Sum256([]byte(key))
-	match := 0
-	for _, want := range k.digests {
-		match |= subtle.ConstantTimeCompare(d[:], want[:])
-	}
-	return match == 1
-}
-
-// loadClientKeys reads AZURE_OPENAI_PROXY_KEYS (comma-separated) and
-// AZURE_OPENAI_PROXY_KEYS_FILE (one per line; blank lines and # comments
-// skipped). nil when neither names a key: then clients are not checked.
-func loadClientKeys(getenv func(string) string) (*clientKeys, error) {
-	var keys []string
-	for k := range strings.SplitSeq(getenv("AZURE_OPENAI_PROXY_KEYS"), ",") {
-		if k = strings.TrimSpace(k); k != "" {
-			keys = append(keys, k)
-		}
-	}
-	if path := strings.TrimSpace(getenv("AZURE_OPENAI_PROXY_KEYS_FILE")); path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, settingError("AZURE_OPENAI_PROXY_KEYS_FILE", "cannot read %s: %v", path, unwrapPathError(err))
-		}
-		lines := bufio.NewScanner(bytes.NewReader(data))
-		for lines.Scan() {
-			if k := strings.TrimSpace(lines.Text()); k != "" && !strings.HasPrefix(k, "#") {
-				keys = append(keys, k)
-			}
-		}
-		if len(keys) == 0 {
-			return nil, settingError("AZURE_OPENAI_PROXY_KEYS_FILE", "%s holds no key", path)
-		}
-	}
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	ck := &clientKeys{}
-	for _, k := range keys {
-		ck.digests = append(ck.digests, sha256.Sum256([]byte(k)))
-	}
-	return ck, nil
-}
 
 // Entra ID (Azure AD) tokens, from the first source present, in the order
 // Azure's own SDKs try them.
@@ -301,7 +243,7 @@ func doTokenRequest(client *http.Client, now func() time.Time, req *http.Request
 	start := now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return "", time.Time{}, errors.New(upstreamFailure(err) + " (" + req.URL.Host + ")")
+		return "", time.Time{}, errors.New(describeNetError(err) + " (" + req.URL.Host + ")")
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// clientKeys are the keys the proxy's own clients must present (as
+// 'Authorization: Bearer' or 'api-key'). Only their SHA-256 digests are
+// kept, and a presented key is compared with every one in constant time.
+type clientKeys struct {
+	digests [][sha256.Size]byte
+}
+
+func (k *clientKeys) allows(key string) bool {
+	if key == "" {
+		return false
+	}
+	d := sha256.Sum256([]byte(key))
+	match := 0
+	for _, want := range k.digests {
+		match |= subtle.ConstantTimeCompare(d[:], want[:])
+	}
+	return match == 1
+}
+
+// loadClientKeys reads AZURE_OPENAI_PROXY_KEYS (comma-separated) and
+// AZURE_OPENAI_PROXY_KEYS_FILE (one per line; blank lines and # comments
+// skipped). nil when neither names a key: then clients are not checked.
+func loadClientKeys(getenv func(string) string) (*clientKeys, error) {
+	var keys []string
+	for k := range strings.SplitSeq(getenv("AZURE_OPENAI_PROXY_KEYS"), ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	if path := strings.TrimSpace(getenv("AZURE_OPENAI_PROXY_KEYS_FILE")); path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, settingError("AZURE_OPENAI_PROXY_KEYS_FILE", "cannot read %s: %v", path, unwrapPathError(err))
+		}
+		lines := bufio.NewScanner(bytes.NewReader(data))
+		for lines.Scan() {
+			if k := strings.TrimSpace(lines.Text()); k != "" && !strings.HasPrefix(k, "#") {
+				keys = append(keys, k)
+			}
+		}
+		if len(keys) == 0 {
+			return nil, settingError("AZURE_OPENAI_PROXY_KEYS_FILE", "%s holds no key", path)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ck := &clientKeys{}
+	for _, k := range keys {
+		ck.digests = append(ck.digests, sha256.Sum256([]byte(k)))
+	}
+	return ck, nil
+}
+
+// authorize checks the client's key and returns the Azure key it brings:
+// "" when clients present proxy keys (which go no further) or none. A request
+// that no backend could serve without the client's key is refused here,
+// before its body is read.
+func authorize(table *routeTable, h http.Header, rt route) (string, *apiError) {
+	key := clientKey(h)
+	if key == "" && rt.upgrade {
+		key, _ = subprotocolKey(h)
+	}
+	if table.clientKeys != nil {
+		if !table.clientKeys.allows(key) {
+			return "", newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
+				"Incorrect API key provided: this proxy accepts only its own client keys (as 'Authorization: Bearer KEY' or 'api-key').")
+		}
+		return "", nil // a proxy key, not an Azure key: it goes no further
+	}
+	if key == "" && (rt.answeredByProxy() || !table.anyCredential()) {
+		return "", missingKey()
+	}
+	return key, nil
+}
+
+func missingKey() *apiError {
+	return newAPIError(http.StatusUnauthorized, typeInvalidRequest, "missing_api_key", "",
+		"You didn't provide an API key. Send your Azure OpenAI key as 'Authorization: Bearer KEY' or as an 'api-key' header.")
+}
+
+// clientKey returns the key the client sent, as 'api-key' or as
+// 'Authorization: Bearer'.
+func clientKey(h http.Header) string {
+	if k := strings.TrimSpace(h.Get("Api-Key")); k != "" {
+		return k
+	}
+	scheme, token, ok := strings.Cut(h.Get("Authorization"), " ")
+	if ok && strings.EqualFold(scheme, "Bearer") {
+		return strings.TrimSpace(token)
+	}
+	return ""
+}

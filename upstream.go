@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// This file says where a request goes on Azure: for a route the handler has
+// resolved and a candidate the transport has chosen, the URL, api-version,
+// credential header and body of one attempt. check.go builds its URLs here too.
+
+// apiV1 is the api_version that selects Azure's v1 API: OpenAI's own paths
+// under /openai/v1/, the deployment in the body, no dated api-version.
+const apiV1 = "v1"
+
+// upstreamCall is what the handler decided about one request: its route,
+// where it may go, and what it carries. It travels in the request's context
+// to the transport, which decides nothing but which candidate to try. It
+// holds the client's key: never log it.
+type upstreamCall struct {
+	route      route
+	table      *routeTable
+	model      *modelRoute // the model's configured candidates; nil: the default backend
+	deployment string      // with model nil: the client's model, used as the deployment name ("" if none)
+	clientKey  string
+	body       *bodyLease   // nil: no body
+	bodyModel  requestModel // where the body names the model, for the backends that read the deployment there
+	outcome    *requestOutcome
+}
+
+type upstreamCallKey struct{}
+
+// candidates lists where this request may go.
+func (c *upstreamCall) candidates() []candidate {
+	if c.model != nil {
+		return c.model.candidates
+	}
+	return []candidate{{backend: c.table.defaultBackend, deployment: c.deployment, weight: 1}}
+}
+
+// maxAttempts is how many candidates the request may try.
+func (c *upstreamCall) maxAttempts() int { return c.table.attempts(c.model) }
+
+// attemptBackendKey carries the backend of an attempt to the transport's Proxy function.
+type attemptBackendKey struct{}
+
+// attempt is the outbound request for one candidate: its URL, api-version,
+// credential and body. req is ReverseProxy's outbound request; bearer, when
+// set, is an Entra ID token sent instead of any key.
+func (c *upstreamCall) attempt(ctx context.Context, req *http.Request, cand candidate, bearer string) *http.Request {
+	b := cand.backend
+	out := req.Clone(context.WithValue(ctx, attemptBackendKey{}, b))
+	out.URL = azureURL(b, c.route, cand.deployment)
+	out.Host = ""
+	switch {
+	case bearer != "":
+		out.Header.Set("Authorization", "Bearer "+bearer)
+	case b.apiKey != "":
+		out.Header.Set("Api-Key", b.apiKey)
+	default:
+		out.Header.Set("Api-Key", c.clientKey)
+	}
+	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
+	if c.body != nil {
+		var start, end int
+		var replacement []byte
+		if m := c.bodyModel; m.edit != editNone && deploymentInBody(b, c.route) {
+			start, end, replacement = m.start, m.end, m.replacement(cand.deployment)
+		}
+		out.Body = c.body.reader(start, end, replacement)
+		out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
+		out.ContentLength = int64(c.body.size - (end - start) + len(replacement))
+	}
+	return out
+}
+
+func (b *backend) v1() bool { return b.apiVersion == apiV1 }
+
+// deploymentInBody reports whether Azure reads the deployment from the
+// body's model on this route: on every v1 route, and on dated routes
+// without it in the path.
+func deploymentInBody(b *backend, rt route) bool {
+	return b.v1() || rt.kind == routePassthrough
+}
+
+// azureURL is where rt goes on backend b, for deployment: the one place
+// Azure's paths and api-versions are chosen.
+func azureURL(b *backend, rt route, deployment string) *url.URL {
+	var path, rawPath, query string
+	switch {
+	case rt.kind == routeRealtime:
+		path, query = "/openai/realtime", realtimeQuery(rt.query, b, deployment)
+		if b.v1() {
+			path = "/openai/v1/realtime"
+		}
+		rawPath = path
+	case b.v1():
+		path, rawPath, query = "/openai/v1/"+rt.opPath, "/openai/v1/"+rt.op, rt.rawQuery
+		if strings.HasPrefix(rt.op, "audio/") || strings.HasPrefix(rt.op, "images/") {
+			query = withAPIVersion(rt, "preview") // v1 serves these as preview
+		}
+	default:
+		apiVersion := b.apiVersion
+		if rt.family == apiPreview {
+			apiVersion = b.previewAPIVersion
+		}
+		path, rawPath, query = "/openai/"+rt.opPath, "/openai/"+rt.op, withAPIVersion(rt, apiVersion)
+		if rt.kind == routeDeployment || rt.kind == routeEngine {
+			// deployment is a valid deployment name: nothing to escape.
+			path = "/openai/deployments/" + deployment + "/" + rt.opPath
+			rawPath = "/openai/deployments/" + deployment + "/" + rt.op
+		}
+	}
+	return upstreamURL(b.endpoint, path, rawPath, query)
+}
+
+// upstreamURL joins the endpoint (with any path prefix it has) and a path
+// below it, given both unescaped and as the client escaped it.
+func upstreamURL(endpoint *url.URL, path, rawPath, rawQuery string) *url.URL {
+	u := *endpoint
+	u.Path = strings.TrimSuffix(endpoint.Path, "/") + path
+	u.RawPath = strings.TrimSuffix(endpoint.EscapedPath(), "/") + rawPath
+	u.RawQuery = rawQuery
+	u.Fragment, u.RawFragment = "", ""
+	return &u
+}
+
+// withAPIVersion adds api-version to the client's query unless the client
+// gave one: the client's wins and is never duplicated.
+func withAPIVersion(rt route, version string) string {
+	add := "api-version=" + url.QueryEscape(version)
+	switch {
+	case rt.rawQuery == "":
+		return add
+	case rt.query.Has("api-version"):
+		return rt.rawQuery
+	}
+	return rt.rawQuery + "&" + add
+}
+
+// realtimeQuery is the upstream query of a realtime handshake for deployment:
+// the client's parameters but model, with the deployment named as Azure wants.
+func realtimeQuery(clientQuery url.Values, b *backend, deployment string) string {
+	q := url.Values{}
+	for k, v := range clientQuery {
+		if k != "model" {
+			q[k] = v
+		}
+	}
+	if b.v1() {
+		q.Set("model", deployment)
+		return q.Encode()
+	}
+	q.Set("deployment", deployment)
+	if !q.Has("api-version") {
+		q.Set("api-version", b.previewAPIVersion)
+	}
+	return q.Encode()
+}
