@@ -122,12 +122,11 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
-	call, e := planCall(table, rt, model, key, body)
+	call, e := planCall(table, rt, model, key, body, outcome)
 	if e != nil {
 		return e
 	}
 	outcome.configured = call.model != nil
-	call.outcome = outcome
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
 	return nil
 }
@@ -135,8 +134,8 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 // planCall decides where a request may go: a configured model's candidates,
 // or the default backend (with the model as the deployment name on routes
 // that name a deployment).
-func planCall(table *routeTable, rt route, model requestModel, key string, body *bodyLease) (*upstreamCall, *apiError) {
-	call := &upstreamCall{route: rt, table: table, clientKey: key, model: table.route(model.name)}
+func planCall(table *routeTable, rt route, model requestModel, key string, body *bodyLease, outcome *requestOutcome) (*upstreamCall, *apiError) {
+	call := &upstreamCall{route: rt, table: table, clientKey: key, model: table.route(model.name), outcome: outcome}
 	if body.size > 0 {
 		call.body = body
 	}
