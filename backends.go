@@ -15,6 +15,8 @@ type backend struct {
 	apiVersion        string
 	previewAPIVersion string
 	proxy             *url.URL // outbound proxy for this endpoint; nil: direct
+	realtimePreview   bool     // dated backends send realtime websockets to the preview URL (AZURE_OPENAI_PROXY_REALTIME_PREVIEW)
+	endpointNote      string   // what parseEndpoint changed in the endpoint as configured, for the start-up log
 }
 
 // candidate is one place a model can be served: a deployment on a backend.
@@ -168,12 +170,27 @@ func (b *backend) authMode() string {
 	return "client-key"
 }
 
+// endpointNotes are what parseEndpoint changed in the configured endpoints.
+func (t *routeTable) endpointNotes() []string {
+	var notes []string
+	for _, name := range t.backendNames {
+		if n := t.backends[name].endpointNote; n != "" {
+			notes = append(notes, "backend "+name+": "+n)
+		}
+	}
+	return notes
+}
+
 // summary describes the table for the start-up and reload log lines; no key.
 func (t *routeTable) summary() []any {
 	var backends []string
 	for _, name := range t.backendNames {
 		b := t.backends[name]
-		backends = append(backends, name+"="+b.endpoint.Host+b.endpoint.Path+"("+b.authMode()+")")
+		api := "v1 API"
+		if !b.v1() {
+			api = "dated " + b.apiVersion
+		}
+		backends = append(backends, name+"="+b.endpoint.Host+b.endpoint.Path+"("+b.authMode()+", "+api+")")
 	}
 	return []any{
 		"source", t.source,

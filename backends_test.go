@@ -57,7 +57,8 @@ func startClocked(t *testing.T, config string, env map[string]string, fakes ...*
 	for i, f := range fakes {
 		config = strings.ReplaceAll(config, fmt.Sprintf("{%c}", 'A'+i), f.URL)
 	}
-	vars := map[string]string{"AZURE_OPENAI_PROXY_CA_FILE": fakes[0].caFile(t)} // httptest's TLS servers share one certificate
+	vars := map[string]string{"AZURE_OPENAI_PROXY_CA_FILE": fakes[0].caFile(t), // httptest's TLS servers share one certificate
+		"AZURE_OPENAI_API_VER": datedAPIVersion}
 	for k, v := range env {
 		vars[k] = v
 	}
@@ -482,7 +483,7 @@ func TestExampleConfig(t *testing.T) {
 	gpt := r.route([]byte("gpt-4o"))
 	if r.defaultBackend.name != "eastus" || len(gpt.candidates) != 2 || gpt.candidates[1].weight != 2 ||
 		r.backends["sweden"].apiKey != "sweden-key" || r.backends["eastus"].apiKey != "eastus-key" ||
-		r.backends["sweden"].apiVersion != "2025-04-01-preview" || strings.Join(r.modelNames, ",") != "gpt-4o,text-embedding-3-small" {
+		r.backends["sweden"].apiVersion != apiV1 || strings.Join(r.modelNames, ",") != "gpt-4o,text-embedding-3-small" {
 		t.Errorf("example loaded as %+v", r)
 	}
 }

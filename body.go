@@ -115,7 +115,7 @@ func modelByRoute(rt route, contentType string, body []byte) (requestModel, *api
 		if len(body) == 0 {
 			return m, nil
 		}
-		field, e := jsonModel(body)
+		field, e := jsonModel(body, "model")
 		if e != nil {
 			return m, e
 		}
@@ -126,30 +126,59 @@ func modelByRoute(rt route, contentType string, body []byte) (requestModel, *api
 		}
 		return m, nil
 	case routePassthrough:
-		if len(body) == 0 || !isJSON(contentType) {
-			return requestModel{}, nil
-		}
-		field, e := jsonModel(body)
-		if e != nil || !field.found || !field.isString {
-			return requestModel{}, e
-		}
-		return requestModel{name: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
+		return optionalModel(rt, contentType, body)
 	}
 	return requestModel{}, nil
+}
+
+// optionalModel finds the model a route without a deployment in the path may
+// name: a JSON body's top-level "model" (or the one in rt.modelIn), or, on
+// v1-only routes (video uploads), a multipart form's "model" field.
+func optionalModel(rt route, contentType string, body []byte) (requestModel, *apiError) {
+	if len(body) == 0 {
+		return requestModel{}, nil
+	}
+	if boundary, ok := isMultipart(contentType); ok && rt.family == apiV1Only {
+		return multipartModel(body, boundary)
+	}
+	if !isJSON(contentType) {
+		return requestModel{}, nil
+	}
+	key := "model"
+	if rt.modelIn != "" {
+		key = rt.modelIn
+	}
+	field, e := jsonModel(body, key)
+	if e != nil {
+		return requestModel{}, e
+	}
+	offset := 0
+	if rt.modelIn != "" {
+		// The model inside a top-level object, e.g. a realtime client
+		// secret's session.model.
+		if !field.found || body[field.start] != '{' {
+			return requestModel{}, nil
+		}
+		offset = field.start
+		field, _ = findModel(body[field.start:field.end]) // valid JSON: no error
+	}
+	if !field.found || !field.isString {
+		return requestModel{}, nil
+	}
+	return requestModel{name: field.value, edit: editJSONValue, start: offset + field.start, end: offset + field.end}, nil
 }
 
 // modelFromBody returns the model a deployment route's body names: the
 // multipart field "model", or the JSON body's top-level "model".
 func modelFromBody(contentType string, body []byte) (requestModel, *apiError) {
 	if boundary, ok := isMultipart(contentType); ok {
-		value, start, end, e := modelFromMultipart(body, boundary)
-		m := requestModel{name: value}
-		if e == nil && end > start {
-			m.edit, m.start, m.end = editMultipartValue, start, end
+		m, e := multipartModel(body, boundary)
+		if e == nil && m.name == nil {
+			e = missingModel()
 		}
 		return m, e
 	}
-	field, e := jsonModel(body)
+	field, e := jsonModel(body, "model")
 	switch {
 	case e != nil:
 		return requestModel{}, e
@@ -161,9 +190,20 @@ func modelFromBody(contentType string, body []byte) (requestModel, *apiError) {
 	return requestModel{name: field.value, edit: editJSONValue, start: field.start, end: field.end}, nil
 }
 
-// jsonModel finds the model of a body that must be one JSON object.
-func jsonModel(body []byte) (modelField, *apiError) {
-	field, err := findModel(body)
+// multipartModel is the form's "model" field, where each attempt can replace it.
+func multipartModel(body []byte, boundary string) (requestModel, *apiError) {
+	value, start, end, e := modelFromMultipart(body, boundary)
+	m := requestModel{name: value}
+	if e == nil && end > start {
+		m.edit, m.start, m.end = editMultipartValue, start, end
+	}
+	return m, e
+}
+
+// jsonModel finds the top-level member key (the model) of a body that must
+// be one JSON object.
+func jsonModel(body []byte, key string) (modelField, *apiError) {
+	field, err := findMember(body, key)
 	if err != nil {
 		return field, badRequest("invalid_json", "",
 			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
@@ -203,7 +243,8 @@ const maxMultipartModel = 256
 
 // modelFromMultipart reads the form field "model", which clients often send
 // after the file: the parts before it are skipped, never copied. It returns
-// the value as a slice of body, so that it can be replaced in place.
+// the value as a slice of body, so that it can be replaced in place; nil when
+// the form has no model or an empty one.
 func modelFromMultipart(body []byte, boundary string) (value []byte, start, end int, e *apiError) {
 	if boundary == "" {
 		return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
@@ -212,7 +253,7 @@ func modelFromMultipart(body []byte, boundary string) (value []byte, start, end 
 	for part := 0; ; part++ {
 		p, err := mr.NextPart()
 		if err == io.EOF {
-			return nil, 0, 0, missingModel()
+			return nil, 0, 0, nil
 		}
 		if err != nil {
 			return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
@@ -228,7 +269,7 @@ func modelFromMultipart(body []byte, boundary string) (value []byte, start, end 
 		case len(decoded) > maxMultipartModel:
 			return nil, 0, 0, invalidModel(string(decoded))
 		case len(decoded) == 0:
-			return nil, 0, 0, missingModel()
+			return nil, 0, 0, nil
 		}
 		start, end, ok := multipartContentSpan(body, boundary, part)
 		if !ok || !bytes.Equal(body[start:end], decoded) {

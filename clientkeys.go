@@ -73,6 +73,14 @@ func authorize(table *routeTable, h http.Header, rt route) (string, *apiError) {
 	if key == "" && rt.upgrade {
 		key, _ = subprotocolKey(h)
 	}
+	if rt.clientBearer {
+		// A WebRTC ephemeral key, made by a client the proxy let in: it
+		// goes to Azure as it is, and no key of the proxy's goes with it.
+		if key == "" {
+			return "", missingKey()
+		}
+		return key, nil
+	}
 	if table.clientKeys != nil {
 		if !table.clientKeys.allows(key) {
 			return "", newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",

@@ -31,6 +31,7 @@ type Config struct {
 	LogFormat       string           // "text" or "json"
 	Now             func() time.Time // nil: time.Now; tests set a clock
 	RawStream       bool             // pass Azure's chat streams as they are, without dropping the chunks OpenAI never sends
+	RealtimePreview bool             // realtime websockets of dated backends go to the preview URL
 	Entra           *entraCredential // nil when the environment describes no usable token source
 	entraErr        error            // why Entra is nil
 }
@@ -44,8 +45,8 @@ func settings() []setting {
 	return []setting{
 		{"AZURE_OPENAI_ENDPOINT", "", "required without a config file: https://RES.openai.azure.com (a path prefix, for gateways in front of Azure, is kept)"},
 		{"AZURE_OPENAI_PROXY_CONFIG", "", "JSON file of several backends and per-model deployments (flag --config); SIGHUP reloads it"},
-		{"AZURE_OPENAI_API_VER", "2024-10-21", "api-version for routes with the deployment in the path"},
-		{"AZURE_OPENAI_PREVIEW_API_VER", "2025-04-01-preview", "api-version for assistants, threads, vector_stores, responses, audio/speech, images/edits, realtime"},
+		{"AZURE_OPENAI_API_VER", "v1", "v1: Azure's v1 API (/openai/v1/…, deployment in the body's model); or a dated api-version such as 2024-10-21 (deployment in the path)"},
+		{"AZURE_OPENAI_PREVIEW_API_VER", "2025-04-01-preview", "with a dated AZURE_OPENAI_API_VER: the api-version for vector_stores, responses, audio/speech, images/edits, realtime HTTP"},
 		{"AZURE_OPENAI_MODEL_MAPPER", "", "model=deployment pairs, comma-separated: gpt-3.5-turbo=gpt-35-turbo,gpt-4=gpt4"},
 		{"AZURE_OPENAI_API_KEY", "", "the key the proxy sends to Azure; clients' keys then never reach Azure"},
 		{"AZURE_OPENAI_AUTH", "key", "key, or entra: send an Entra ID token (workload identity, client secret or managed identity)"},
@@ -66,6 +67,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
 		{"AZURE_OPENAI_PROXY_METRICS_ADDRESS", "", "a separate listener for /metrics, /healthz and /readyz (then /metrics is not on the API port)"},
 		{"AZURE_OPENAI_PROXY_RAW_STREAM", "0", "1: pass chat streams as Azure sends them, empty-choices and annotation-only chunks included"},
+		{"AZURE_OPENAI_PROXY_REALTIME_PREVIEW", "0", "1: realtime websockets of dated backends use the preview URL (/openai/realtime?api-version=…&deployment=…, deprecated by Azure), for regions without the GA one"},
 	}
 }
 
@@ -158,6 +160,9 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	if cfg.RootCAs, err = loadCAFile(getenv("AZURE_OPENAI_PROXY_CA_FILE")); err != nil {
 		return cfg, err
 	}
+	if cfg.RealtimePreview, err = parseSwitch(getenv, "AZURE_OPENAI_PROXY_REALTIME_PREVIEW"); err != nil {
+		return cfg, err
+	}
 	// The token source is chosen from the environment once; a backend that
 	// uses Entra ID, now or after a reload, needs one.
 	cfg.Entra, cfg.entraErr = newEntraCredential(getenv, tokenHTTPClient(cfg.RootCAs), time.Now)
@@ -191,12 +196,8 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 		}
 		cfg.CORSOrigins = append(cfg.CORSOrigins, o)
 	}
-	switch raw := envOr(getenv, "AZURE_OPENAI_PROXY_RAW_STREAM"); raw {
-	case "0", "false":
-	case "1", "true":
-		cfg.RawStream = true
-	default:
-		return cfg, settingError("AZURE_OPENAI_PROXY_RAW_STREAM", "%q is not 0 or 1", raw)
+	if cfg.RawStream, err = parseSwitch(getenv, "AZURE_OPENAI_PROXY_RAW_STREAM"); err != nil {
+		return cfg, err
 	}
 	switch cfg.LogFormat = envOr(getenv, "AZURE_OPENAI_PROXY_LOG_FORMAT"); cfg.LogFormat {
 	case "text", "json":
@@ -216,28 +217,69 @@ func (cfg Config) loadRoutes() (*routeTable, error) {
 	} else {
 		t, err = routeTableFromEnv(cfg.Env)
 	}
-	if err == nil && t.usesEntra() && cfg.Entra == nil {
+	if err != nil {
+		return nil, err
+	}
+	if t.usesEntra() && cfg.Entra == nil {
 		return nil, cfg.entraErr // names the variable that is missing
 	}
-	return t, err
+	for _, b := range t.backends {
+		b.realtimePreview = cfg.RealtimePreview
+	}
+	return t, nil
 }
 
-// parseEndpoint checks an Azure endpoint; name is the setting it came from.
-func parseEndpoint(name, raw string) (*url.URL, error) {
+// parseSwitch reads a 0/1 setting.
+func parseSwitch(getenv func(string) string, name string) (bool, error) {
+	switch v := envOr(getenv, name); v {
+	case "0", "false":
+		return false, nil
+	case "1", "true":
+		return true, nil
+	default:
+		return false, settingError(name, "%q is not 0 or 1", v)
+	}
+}
+
+// parseEndpoint checks an Azure endpoint. Endpoints are copied from Azure's
+// portal and samples with /openai or /openai/v1 at the end: that suffix is
+// dropped (the proxy adds Azure's paths itself), and note says so. A whole
+// request URL (the portal's "Target URI") is refused with the part to keep.
+// Errors hold no setting name: callers add it.
+func parseEndpoint(raw string) (u *url.URL, note string, err error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
-		return nil, settingError(name, "not set; set it to your resource's endpoint, e.g. https://RES.openai.azure.com")
+		return nil, "", errors.New("not set; set it to your resource's endpoint, e.g. https://RES.openai.azure.com")
 	}
-	u, err := url.Parse(raw)
+	u, err = url.Parse(raw)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Hostname() == "" {
-		return nil, settingError(name, "%q is not an http(s) URL like https://RES.openai.azure.com", redactUserinfo(raw))
+		return nil, "", fmt.Errorf("%q is not an http(s) URL like https://RES.openai.azure.com", redactUserinfo(raw))
 	}
-	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, settingError(name, "%q may not have user info, a query or a fragment", redactUserinfo(raw))
+	if u.User != nil {
+		return nil, "", fmt.Errorf("%q may not have user info", redactUserinfo(raw))
+	}
+	prefix, azurePath, hasOpenAI := strings.Cut(strings.TrimRight(u.Path, "/")+"/", "/openai/")
+	azurePath = strings.TrimSuffix(azurePath, "/")
+	if hasOpenAI && azurePath != "" && azurePath != "v1" || u.Query().Has("api-version") {
+		keep := *u
+		keep.Path, keep.RawPath, keep.RawQuery, keep.Fragment = strings.TrimSuffix(prefix, "/"), "", "", ""
+		return nil, "", fmt.Errorf("%q is a request URL (the portal's Target URI), not an endpoint: keep only %s, "+
+			"and name the deployment in AZURE_OPENAI_MODEL_MAPPER or the config file's models", raw, keep.String())
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, "", fmt.Errorf("%q may not have a query or a fragment", raw)
+	}
+	if hasOpenAI {
+		suffix := "/openai"
+		if azurePath == "v1" {
+			suffix += "/v1"
+		}
+		u.Path, u.RawPath = strings.TrimSuffix(prefix, "/"), ""
+		note = fmt.Sprintf("the endpoint %s ends in %s, which the proxy adds itself: using %s", raw, suffix, u.String())
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")
-	return u, nil
+	return u, note, nil
 }
 
 // parseAPIVersion keeps api-versions to characters that cannot change the query.

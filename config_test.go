@@ -90,7 +90,8 @@ func TestConfigDefaultsAndParsing(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := cfg.Routes.defaultBackend
-	if b.endpoint.String() != "https://res.openai.azure.com" || b.apiVersion != "2024-10-21" ||
+	if b.endpoint.String() != "https://res.openai.azure.com" || b.apiVersion != apiV1 || // v1 is the default
+		cfg.RealtimePreview ||
 		b.previewAPIVersion != "2025-04-01-preview" || cfg.MaxBodyBytes != 64<<20 ||
 		cfg.UpstreamTimeout != 10*time.Minute || cfg.ShutdownTimeout != 25*time.Second ||
 		strings.Join(cfg.CORSOrigins, ",") != "*" || cfg.LogFormat != "text" || b.proxy != nil || b.apiKey != "" {
@@ -193,4 +194,42 @@ func cleanEnv() []string {
 		}
 	}
 	return env
+}
+
+// TestEndpointsAsPeopleCopyThem: Azure's portal and samples show endpoints
+// ending in /openai or /openai/v1; those work, with a line in the log. A
+// whole request URL (the portal's Target URI) is refused with what to keep.
+func TestEndpointsAsPeopleCopyThem(t *testing.T) {
+	for _, tc := range []struct{ raw, want string }{
+		{"https://r.openai.azure.com/openai", "https://r.openai.azure.com"},
+		{"https://r.openai.azure.com/openai/", "https://r.openai.azure.com"},
+		{"https://r.openai.azure.com/openai/v1", "https://r.openai.azure.com"},
+		{"https://r.openai.azure.com/openai/v1/", "https://r.openai.azure.com"},
+		{"https://gw.example.com/team/openai/v1/", "https://gw.example.com/team"},
+		{"https://r.cognitiveservices.azure.com/", "https://r.cognitiveservices.azure.com"},
+		{"https://p.services.ai.azure.com", "https://p.services.ai.azure.com"},
+	} {
+		u, note, err := parseEndpoint(tc.raw)
+		if err != nil || u.String() != tc.want {
+			t.Errorf("%s: %v %v, want %s", tc.raw, u, err, tc.want)
+		}
+		if copied := strings.Contains(tc.raw, "/openai"); copied != (note != "") {
+			t.Errorf("%s: note %q", tc.raw, note)
+		}
+	}
+	targetURI := "https://r.cognitiveservices.azure.com/openai/deployments/gpt-4o/chat/completions?api-version=2024-05-01-preview"
+	_, err := loadConfig(options{listen: ":0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": targetURI}))
+	if err == nil || !strings.Contains(err.Error(), "AZURE_OPENAI_ENDPOINT") || !strings.Contains(err.Error(), "keep only https://r.cognitiveservices.azure.com,") {
+		t.Errorf("a Target URI: %v", err)
+	}
+
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, nil, map[string]string{"AZURE_OPENAI_ENDPOINT": fake.URL + "/openai/v1/", "AZURE_OPENAI_PROXY_CA_FILE": fake.caFile(t), "AZURE_OPENAI_API_VER": ""})
+	p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	assertForwarded(t, fake.only(t), "POST", "/openai/v1/chat/completions", []byte(`{"model":"gpt-4o"}`))
+	for _, want := range []string{"ends in /openai/v1, which the proxy adds itself: using " + fake.URL, "(client-key, v1 API)"} {
+		if !strings.Contains(p.logs.String(), want) {
+			t.Errorf("start-up log lacks %q:\n%s", want, p.logs)
+		}
+	}
 }

@@ -19,7 +19,7 @@ import (
 //	  "max_attempts": 3,
 //	  "backends": {
 //	    "eastus": {"endpoint": "https://a.openai.azure.com", "api_key_env": "EASTUS_KEY"},
-//	    "sweden": {"endpoint": "https://b.openai.azure.com", "api_key_file": "/run/secrets/sweden"},
+//	    "sweden": {"endpoint": "https://b.openai.azure.com", "api_key_file": "/run/secrets/sweden", "api_version": "v1"},
 //	    "westus": {"endpoint": "https://c.openai.azure.com", "auth": "entra"}
 //	  },
 //	  "models": {
@@ -27,8 +27,9 @@ import (
 //	  }
 //	}
 //
-// Keys come from an environment variable or a file the config names, never
-// from the config itself. Where the file is silent the core environment
+// api_version is v1 (Azure's v1 API) unless the file or AZURE_OPENAI_API_VER
+// names a dated one. Keys come from an environment variable or a file the
+// config names, never from the config itself. Where the file is silent the core environment
 // variables apply. Every error names the JSON path of the bad value.
 
 // configPathError is a bad value in the configuration file.
@@ -228,8 +229,8 @@ func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, pre
 		}
 		switch m.key {
 		case "endpoint":
-			if b.endpoint, err = parseEndpoint(field, v); err != nil {
-				return nil, p.errorf(field, "%q is not an http(s) URL like https://RES.openai.azure.com", redactUserinfo(v))
+			if b.endpoint, b.endpointNote, err = parseEndpoint(v); err != nil {
+				return nil, p.errorf(field, "%v", err)
 			}
 		case "auth":
 			if auth = v; auth != "key" && auth != "entra" {

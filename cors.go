@@ -24,10 +24,12 @@ func newCORSPolicy(origins []string) corsPolicy {
 }
 
 // Response headers a browser client may read: request ids for support
-// tickets, and the rate-limit headers the SDKs' retry logic uses.
+// tickets, the rate-limit headers the SDKs' retry logic uses, and the
+// Location of a WebRTC call (its id).
 const corsExposedHeaders = "apim-request-id, x-request-id, x-ms-region, retry-after, retry-after-ms, " +
 	"x-ratelimit-limit-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-requests, " +
-	"x-ratelimit-remaining-tokens, openai-processing-ms, openai-version"
+	"x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, x-ratelimit-reset-tokens, " +
+	"openai-processing-ms, openai-version, location"
 
 // setHeaders adds the CORS headers for r's origin to h, and reports whether the origin is allowed.
 func (p corsPolicy) setHeaders(h http.Header, r *http.Request) bool {

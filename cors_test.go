@@ -45,6 +45,11 @@ func TestCORSHeadersOnAnswersAndErrors(t *testing.T) {
 	if got := resp.Header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != "https://chat.example.com" {
 		t.Errorf("proxied answer: Access-Control-Allow-Origin = %q", got)
 	}
+	for _, exposed := range []string{"retry-after-ms", "apim-request-id", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "location"} {
+		if !contains(resp.Header.Get("Access-Control-Expose-Headers"), exposed) {
+			t.Errorf("browsers cannot read %s: %v", exposed, resp.Header)
+		}
+	}
 	if !contains(resp.Header.Get("Access-Control-Expose-Headers"), "retry-after-ms") || !contains(resp.Header.Get("Vary"), "Origin") {
 		t.Errorf("proxied answer lacks Expose-Headers or Vary: %v", resp.Header)
 	}

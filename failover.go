@@ -95,7 +95,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidate) (*http.Response, *upstreamFailure) {
 	host := c.backend.endpoint.Host
 	var bearer string
-	if c.backend.entra {
+	if c.backend.entra && !call.route.clientBearer {
 		token, err := t.entra.Token(req.Context())
 		if err != nil {
 			return nil, &upstreamFailure{kind: failAuth, host: host, err: err}

@@ -30,6 +30,11 @@ func TestMain(m *testing.M) {
 
 const testKey = "sk-test-SECRET-0123456789abcdef"
 
+// datedAPIVersion is the api-version most tests run with: the dated shape
+// stulzq's users have. Tests of the v1 default set AZURE_OPENAI_API_VER to ""
+// or "v1".
+const datedAPIVersion = "2024-10-21"
+
 // recordedRequest is what the fake Azure saw.
 type recordedRequest struct {
 	Method     string
@@ -152,7 +157,7 @@ var anyListenLine = regexp.MustCompile(`listen(?:=|":")[^\s",]*:(\d+)`)
 // with env on top of the defaults, and waits until it serves /healthz.
 func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...string) *testProxy {
 	t.Helper()
-	vars := map[string]string{}
+	vars := map[string]string{"AZURE_OPENAI_API_VER": datedAPIVersion} // tests of the v1 default say so
 	if fake != nil {
 		vars["AZURE_OPENAI_ENDPOINT"] = fake.URL
 		if fake.TLS != nil {

@@ -32,7 +32,10 @@ func (e *jsonSyntaxError) Error() string {
 // findModel validates that data is exactly one JSON object and returns its
 // top-level "model" member without decoding anything else. As with
 // encoding/json, a repeated key means its last value.
-func findModel(data []byte) (modelField, error) {
+func findModel(data []byte) (modelField, error) { return findMember(data, "model") }
+
+// findMember is findModel for any top-level key.
+func findMember(data []byte, key string) (modelField, error) {
 	s := jsonScanner{data: data}
 	var f modelField
 	s.skipSpace()
@@ -53,7 +56,7 @@ func findModel(data []byte) (modelField, error) {
 		if err != nil {
 			return f, err
 		}
-		isModel := isModelKey(data[keyStart:s.pos], keyEscaped)
+		isModel := isKey(data[keyStart:s.pos], keyEscaped, key)
 		s.skipSpace()
 		if !s.consume(':') {
 			return f, s.errorf("expected ':' after object key")
@@ -86,11 +89,12 @@ func findModel(data []byte) (modelField, error) {
 	}
 }
 
-func isModelKey(quoted []byte, escaped bool) bool {
+// isKey reports whether a quoted JSON key is key.
+func isKey(quoted []byte, escaped bool, key string) bool {
 	if !escaped {
-		return string(quoted) == `"model"`
+		return len(quoted) == len(key)+2 && string(quoted[1:len(quoted)-1]) == key
 	}
-	return string(decodeJSONString(quoted, true)) == "model"
+	return string(decodeJSONString(quoted, true)) == key
 }
 
 // decodeJSONString unquotes a valid JSON string literal. A plain one is its

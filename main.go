@@ -102,6 +102,9 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		started = append(started, "metrics_listen", opsLn.Addr().String())
 	}
 	logger.Info("azure-openai-proxy started", append(started, cfg.Routes.summary()...)...)
+	for _, note := range cfg.Routes.endpointNotes() {
+		logger.Info(note)
+	}
 
 	warnIfOpen(cfg, ln.Addr(), logger)
 	reload := make(chan os.Signal, 1)
@@ -169,6 +172,9 @@ func reloadRoutes(cfg Config, state *serverState, logger *slog.Logger) {
 	}
 	state.routes.Store(table)
 	logger.Info("configuration reloaded", table.summary()...)
+	for _, note := range table.endpointNotes() {
+		logger.Info(note)
+	}
 }
 
 // healthcheck asks the instance listening on listen for /healthz: the scratch

@@ -68,8 +68,8 @@ func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
 func envBackend(getenv func(string) string) (*backend, error) {
 	b := &backend{name: "default"}
 	var err error
-	if b.endpoint, err = parseEndpoint("AZURE_OPENAI_ENDPOINT", getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
-		return nil, err
+	if b.endpoint, b.endpointNote, err = parseEndpoint(getenv("AZURE_OPENAI_ENDPOINT")); err != nil {
+		return nil, settingError("AZURE_OPENAI_ENDPOINT", "%v", err)
 	}
 	if b.apiVersion, err = parseAPIVersion("AZURE_OPENAI_API_VER", envOr(getenv, "AZURE_OPENAI_API_VER")); err != nil {
 		return nil, err

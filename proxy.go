@@ -43,7 +43,7 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 		started: time.Now().Unix(),
 	}
 	h.proxy = &httputil.ReverseProxy{
-		Rewrite:        stripClientCredentials,
+		Rewrite:        stripClientHeaders,
 		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra, m),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
 		ModifyResponse: h.modifyResponse,
@@ -92,7 +92,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //  3. readBody (body.go): the body, within the limit
 //  4. findRequestModel (body.go): the model the request names
 //  5. planCall (this file): the candidates, or the model as a deployment
-//  6. ReverseProxy: stripClientCredentials, then backendTransport
+//  6. ReverseProxy: stripClientHeaders, then backendTransport
 //     (failover.go) tries candidates with attempts built in upstream.go,
 //     and modifyResponse shapes the answer.
 func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome *requestOutcome) *apiError {
@@ -142,15 +142,16 @@ func planCall(table *routeTable, rt route, model requestModel, key string, body 
 	switch {
 	case call.model != nil:
 		call.bodyModel = model // each attempt names its candidate's deployment
-	case rt.kind == routePassthrough:
-		// No deployment in the path: an unconfigured model goes as sent.
+	case rt.kind == routePassthrough || rt.kind == routeRealtime && rt.model == "":
+		// No deployment in the path (a realtime observer, by call_id,
+		// names none): an unconfigured model goes as sent.
 	default:
 		if !model.valid {
 			return nil, invalidModel(string(model.name))
 		}
 		call.deployment, call.bodyModel = string(model.name), model
 	}
-	if key == "" && table.needsClientKey(call.model) {
+	if key == "" && !rt.clientBearer && table.needsClientKey(call.model) {
 		return nil, missingKey()
 	}
 	return call, nil
@@ -176,16 +177,19 @@ func (h *proxyHandler) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
-// stripClientCredentials removes what must not reach Azure from the outbound
+// stripClientHeaders removes what must not reach Azure from the outbound
 // request; the transport sets URL, key and body for each attempt.
 // ReverseProxy runs it after removing hop-by-hop headers, so a client's
 // Connection header cannot undo it.
-func stripClientCredentials(pr *httputil.ProxyRequest) {
+func stripClientHeaders(pr *httputil.ProxyRequest) {
 	h := pr.Out.Header
 	h.Del("Authorization")
 	h.Del("Cookie")
 	h.Del("Api-Key")
 	h.Del("Expect") // the body is already here; a 100 Continue would only add a round trip
+	// The transport then asks for gzip itself and decompresses the answer,
+	// so that the event filter and the usage taps read plain JSON and events.
+	h.Del("Accept-Encoding")
 	stripKeyProtocol(h)
 }
 

@@ -137,7 +137,8 @@ func readFrame(r io.Reader) (opcode byte, payload []byte, err error) {
 	return
 }
 
-// dialRealtime performs the client side of the handshake through the proxy.
+// dialRealtime performs the client side of the handshake through the proxy,
+// to /v1/realtime?query, or to query itself when it is a path.
 func dialRealtime(t *testing.T, proxyURL, query string, header http.Header) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
@@ -147,7 +148,11 @@ func dialRealtime(t *testing.T, proxyURL, query string, header http.Header) (net
 	t.Cleanup(func() { conn.Close() })
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
 	var req strings.Builder
-	fmt.Fprintf(&req, "GET /v1/realtime?%s HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", query, key)
+	target := "/v1/realtime?" + query
+	if strings.HasPrefix(query, "/") {
+		target = query
+	}
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: proxy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", target, key)
 	for k, vs := range header {
 		for _, v := range vs {
 			fmt.Fprintf(&req, "%s: %s\r\n", k, v)
@@ -168,29 +173,43 @@ func dialRealtime(t *testing.T, proxyURL, query string, header http.Header) (net
 }
 
 func TestRealtimeWebsocket(t *testing.T) {
+	dated := map[string]string{"AZURE_OPENAI_API_VER": "2024-10-21"}
+	datedPreviewURL := map[string]string{"AZURE_OPENAI_API_VER": "2024-10-21", "AZURE_OPENAI_PROXY_REALTIME_PREVIEW": "1"}
 	for _, tc := range []struct {
-		name, apiVersion, query string
-		header                  http.Header
-		wantPath                string
-		wantQuery               url.Values
-		wantProtocol            string
+		name         string
+		env          map[string]string
+		query        string
+		header       http.Header
+		wantPath     string
+		wantQuery    url.Values
+		wantProtocol string
 	}{
-		{"dated, key in Authorization", "", "model=gpt-4o-realtime&voice=alloy",
+		// GA on every backend: a dated api-version is not sent (Azure refuses it there).
+		{"dated backend, key in Authorization", dated, "model=gpt-4o-realtime&voice=alloy&api-version=2025-04-01-preview",
+			http.Header{"Authorization": {"Bearer " + testKey}, "Sec-WebSocket-Protocol": {"realtime"}},
+			"/openai/v1/realtime", url.Values{"model": {"rt-deploy"}, "voice": {"alloy"}}, "realtime"},
+		{"dated backend, key as a browser subprotocol", dated, "model=gpt-4o-realtime",
+			http.Header{"Sec-WebSocket-Protocol": {"realtime, " + insecureKeyProtocol + testKey + ", openai-beta.realtime-v1"}},
+			"/openai/v1/realtime", url.Values{"model": {"rt-deploy"}}, "realtime, openai-beta.realtime-v1"},
+		{"dated backend, preview URL on request", datedPreviewURL, "model=gpt-4o-realtime&voice=alloy",
 			http.Header{"Authorization": {"Bearer " + testKey}, "Sec-WebSocket-Protocol": {"realtime"}},
 			"/openai/realtime", url.Values{"api-version": {"2025-04-01-preview"}, "deployment": {"rt-deploy"}, "voice": {"alloy"}}, "realtime"},
-		{"dated, key as a browser subprotocol", "", "model=gpt-4o-realtime",
-			http.Header{"Sec-WebSocket-Protocol": {"realtime, " + insecureKeyProtocol + testKey + ", openai-beta.realtime-v1"}},
-			"/openai/realtime", url.Values{"api-version": {"2025-04-01-preview"}, "deployment": {"rt-deploy"}}, "realtime, openai-beta.realtime-v1"},
-		{"v1", "v1", "model=gpt-4o-realtime",
+		{"v1 (the default)", nil, "model=gpt-4o-realtime",
 			http.Header{"Api-Key": {testKey}},
 			"/openai/v1/realtime", url.Values{"model": {"rt-deploy"}}, ""},
+		{"observer of a WebRTC call, by call_id", datedPreviewURL, "call_id=rtc_123",
+			http.Header{"Api-Key": {testKey}},
+			"/openai/v1/realtime", url.Values{"call_id": {"rtc_123"}}, ""},
+		{"the Responses API's WebSocket mode, dated backend", dated, "/v1/responses",
+			http.Header{"Authorization": {"Bearer " + testKey}},
+			"/openai/v1/responses", url.Values{}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			echo := &websocketEcho{closed: make(chan struct{})}
 			fake := newFakeAzure(t, fakeTLS, echo.serve)
-			env := map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o-realtime=rt-deploy", "AZURE_OPENAI_PROXY_LOG_FORMAT": "text"}
-			if tc.apiVersion != "" {
-				env["AZURE_OPENAI_API_VER"] = tc.apiVersion
+			env := map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o-realtime=rt-deploy", "AZURE_OPENAI_PROXY_LOG_FORMAT": "text", "AZURE_OPENAI_API_VER": "v1"}
+			for k, v := range tc.env {
+				env[k] = v
 			}
 			p := startProxy(t, fake, env)
 			conn, br, resp := dialRealtime(t, p.URL, tc.query, tc.header)

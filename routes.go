@@ -7,22 +7,24 @@ import (
 )
 
 // This file is the whole API surface: which OpenAI paths the proxy serves,
-// and what kind of route each is. upstream.go says where each kind goes on Azure.
+// and what kind of route each is. upstream.go says where each kind goes on
+// Azure; the README's route table shows both modes side by side.
 //
-//	OpenAI path (with or without /v1)     Azure path under {endpoint}                                api-version
-//	/chat/completions, /completions,      /openai/deployments/{deployment}/{op}                     GA
+//	OpenAI path (with or without /v1)     dated api-version (e.g. 2024-10-21)           v1 (the default)
+//	/chat/completions, /completions,      /openai/deployments/{d}/{op}?api-version=GA   /openai/v1/{op}, d in the body
 //	/embeddings, /audio/transcriptions,
 //	/audio/translations, /images/generations
-//	/audio/speech, /images/edits          /openai/deployments/{deployment}/{op}                     preview
-//	/engines/{model}/{op}                 /openai/deployments/{deployment}/{op}                     as {op}
-//	/files…, /uploads…, /batches…,        /openai/{rest}                                            GA
-//	/fine_tuning/…
-//	/assistants…, /threads…,              /openai/{rest}                                            preview
-//	/vector_stores…, /responses…
-//	/v1/realtime?model=M (websocket)      /openai/realtime?deployment={deployment}                  preview
-//	/v1/realtime… (HTTP)                  /openai/realtime…                                         preview
-//	any other /v1/{rest}                  /openai/{rest}                                            GA
-//	/models, /models/{id}                 answered by the proxy from AZURE_OPENAI_MODEL_MAPPER
+//	/audio/speech, /images/edits          /openai/deployments/{d}/{op}?…=preview ver.   /openai/v1/{op}
+//	  (audio and images on v1 carry api-version=preview)
+//	/engines/{model}/{op}                 as {op}                                       as {op}
+//	/files…, /uploads…, /batches…,        /openai/{rest}?api-version=GA                 /openai/v1/{rest}
+//	/fine_tuning/…, any other /v1/{rest}
+//	/assistants…, /threads…               answered by the proxy: retired by Azure on 2026-08-26
+//	/vector_stores…, /responses…          /openai/{rest}?api-version=preview ver.       /openai/v1/{rest}
+//	v1-only families (v1OnlyFamily)       /openai/v1/{rest}, on every backend
+//	/v1/realtime?model=M (websocket)      /openai/v1/realtime?model={d} on every backend (preview URL on request)
+//	/v1/responses (websocket)             /openai/v1/responses on every backend
+//	/models, /models/{id}                 answered by the proxy from the configured models
 //	/healthz, /readyz                     answered by the proxy
 
 type routeKind int
@@ -36,52 +38,104 @@ const (
 	routeRealtime                         // GET /v1/realtime?model=M, upgraded to a websocket
 )
 
-// apiFamily says which configured api-version a route takes.
+// apiFamily says which api-version a route takes.
 type apiFamily int
 
 const (
-	apiGA apiFamily = iota
-	apiPreview
+	apiGA      apiFamily = iota // dated: the backend's api-version; v1: none
+	apiPreview                  // dated: the backend's preview api-version; v1: none
+	apiV1Only                   // /openai/v1/ on every backend, whatever its api-version
 )
 
 // route is what the request line says: which kind of route, the operation,
 // and the query, each parsed once here for the whole request.
 type route struct {
-	kind   routeKind
-	op     string // deployment routes: the operation ("chat/completions"); passthrough: the escaped rest of the path
-	opPath string // op unescaped
-	model  string // engines: the model named in the path; models/{id}: the id; realtime: the query's model
-	family apiFamily
-	chat   bool // a chat or text completion: its stream gets OpenAI's shape (stream.go)
+	kind         routeKind
+	op           string // deployment routes: the operation ("chat/completions"); passthrough: the escaped rest of the path
+	opPath       string // op unescaped
+	model        string // engines: the model named in the path; models/{id}: the id; realtime: the query's model
+	family       apiFamily
+	chat         bool   // a chat or text completion: its stream gets OpenAI's shape (stream.go)
+	v1Preview    bool   // on /openai/v1/, Azure serves it as preview: api-version=preview unless the client names one
+	modelIn      string // where a JSON body names the model: "" at the top level, else in this top-level object
+	clientBearer bool   // the client's Bearer token (a WebRTC ephemeral key) goes to Azure as it is: no proxy or Azure key
+	labelName    string // the metrics' route label, when not derived from the path
 
-	rawQuery string     // the client's query, as sent
-	query    url.Values // the same, parsed; nil when there is none
-	upgrade  bool       // a websocket handshake
+	rawQuery       string     // the client's query, as sent
+	query          url.Values // the same, parsed; nil when there is none
+	v1Query        string     // the client's query for a /openai/v1/ path: without a dated api-version, which Azure refuses there
+	v1VersionGiven bool       // the client named an api-version that /openai/v1/ takes
+	upgrade        bool       // a websocket handshake
 }
 
 // deploymentOp describes an operation Azure serves under /openai/deployments/{deployment}/.
 type deploymentOp struct {
-	family apiFamily
-	chat   bool
+	family    apiFamily
+	chat      bool
+	v1Preview bool
 }
 
-// deploymentOps is every operation with the deployment in Azure's path.
+// deploymentOps is every operation with the deployment in Azure's path (in
+// dated mode). Audio and images are documented on v1 only in the "v1 preview"
+// reference, with api-version=preview (Microsoft Learn, "Azure OpenAI v1
+// preview REST API reference"), so they keep it there.
 var deploymentOps = map[string]deploymentOp{
-	"chat/completions":     {apiGA, true},
-	"completions":          {apiGA, true},
-	"embeddings":           {apiGA, false},
-	"audio/transcriptions": {apiGA, false},
-	"audio/translations":   {apiGA, false},
-	"images/generations":   {apiGA, false},
-	"audio/speech":         {apiPreview, false}, // not in the GA api-version
-	"images/edits":         {apiPreview, false},
+	"chat/completions":     {apiGA, true, false},
+	"completions":          {apiGA, true, false},
+	"embeddings":           {apiGA, false, false},
+	"audio/transcriptions": {apiGA, false, true},
+	"audio/translations":   {apiGA, false, true},
+	"images/generations":   {apiGA, false, true},
+	"audio/speech":         {apiPreview, false, true}, // not in the GA api-version
+	"images/edits":         {apiPreview, false, true},
 }
 
 // deploymentRoute is the route of an operation with the deployment in the path.
 func deploymentRoute(op string) (route, bool) {
 	d, ok := deploymentOps[op]
-	return route{kind: routeDeployment, op: op, opPath: op, family: d.family, chat: d.chat}, ok
+	return route{kind: routeDeployment, op: op, opPath: op, family: d.family, chat: d.chat, v1Preview: d.v1Preview}, ok
 }
+
+// v1OnlyFamily reports whether Azure serves the path (its unescaped segments
+// below /v1/) only under /openai/v1/, and how. These go there from every
+// backend, dated ones included, with the backend's key; a JSON body's model
+// is mapped as on every other route. Sources, all Microsoft Learn:
+func v1OnlyFamily(segments []string) (route, bool) {
+	rt := route{kind: routePassthrough, family: apiV1Only}
+	switch first := segments[0]; {
+	case first == "videos": // "Video generation (Sora 2)": /openai/v1/videos, /videos/{id}[/content|/remix]
+		rt.labelName = "videos"
+	case first == "video" && len(segments) > 1 && segments[1] == "generations":
+		// "v1 preview REST API reference": Sora 1, /openai/v1/video/generations/jobs…?api-version=preview
+		rt.labelName, rt.v1Preview = "videos", true
+	case first == "conversations": // Conversations REST reference: /openai/v1/conversations[/{id}[/items…]]
+		rt.labelName = "conversations"
+	case first == "containers": // Foundry REST reference, containers: /openai/v1/containers…
+		rt.labelName = "containers"
+	case first == "evals": // "API version lifecycle": /openai/v1/evals, GA on v1
+		rt.labelName = "evals"
+	case first == "responses" && len(segments) == 2 && segments[1] == "compact": // "Responses API", Compact a response
+		rt.labelName = "responses"
+	case first == "realtime" && len(segments) == 2 && segments[1] == "client_secrets":
+		// "Realtime API via WebRTC": the session's model is the deployment.
+		rt.labelName, rt.modelIn = "realtime", "session"
+	case first == "realtime" && len(segments) >= 2 && segments[1] == "calls":
+		// "Realtime API via WebRTC" and "via SIP": the SDP offer, with the
+		// browser's ephemeral key; call control (accept, hangup…) with a key.
+		rt.labelName, rt.clientBearer = "realtime", len(segments) == 2
+	case first == "chat" && len(segments) >= 3 && segments[1] == "completions":
+		// "Stored completions": /openai/v1/chat/completions/{id}[/messages]
+		rt.labelName = "chat/completions"
+	default:
+		return route{}, false
+	}
+	return rt, true
+}
+
+// storedCompletions is GET /v1/chat/completions: the list of stored
+// completions ("Stored completions", Microsoft Learn), v1 only.
+var storedCompletions = route{kind: routePassthrough, op: "chat/completions", opPath: "chat/completions",
+	family: apiV1Only, labelName: "chat/completions"}
 
 // passthroughFamily gives the api-version family of a path without a deployment,
 // by its first segment, and whether that family is also accepted without /v1.
@@ -110,25 +164,71 @@ func resolveRoute(r *http.Request) (route, *apiError) {
 			return rt, badRequest("invalid_query", "", "The request query string cannot be parsed.")
 		}
 	}
+	rt.v1Query = withoutDatedAPIVersion(rt.rawQuery, rt.query)
+	rt.v1VersionGiven = rt.query.Has("api-version") && rt.v1Query == rt.rawQuery
 	rt.upgrade = isWebsocketUpgrade(r)
-	switch rt.kind {
-	case routeModelList, routeModel:
+	switch {
+	case rt.kind == routeModelList || rt.kind == routeModel:
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			return rt, methodNotAllowed("GET, HEAD")
 		}
-	case routeDeployment, routeEngine:
+	case rt.kind == routeDeployment && rt.op == "chat/completions" && r.Method == http.MethodGet:
+		stored := storedCompletions
+		stored.rawQuery, stored.query, stored.v1Query, stored.v1VersionGiven = rt.rawQuery, rt.query, rt.v1Query, rt.v1VersionGiven
+		return stored, nil
+	case rt.kind == routeDeployment && rt.op == "chat/completions" && r.Method != http.MethodPost:
+		return rt, methodNotAllowed("GET, POST")
+	case rt.kind == routeDeployment || rt.kind == routeEngine:
 		if r.Method != http.MethodPost {
 			return rt, methodNotAllowed("POST")
 		}
-	case routePassthrough:
-		if rt.op == "realtime" && rt.upgrade {
-			rt.kind, rt.model = routeRealtime, rt.query.Get("model")
-			if rt.model == "" {
-				return rt, missingModel()
-			}
+	case rt.kind == routePassthrough && rt.op == "realtime" && rt.upgrade:
+		// "Realtime API via WebSockets"; with call_id, an observer of a
+		// WebRTC call, which names no model ("Realtime API via WebRTC").
+		rt.kind, rt.model = routeRealtime, rt.query.Get("model")
+		if rt.model == "" && !rt.query.Has("call_id") {
+			return rt, missingModel()
 		}
+	case rt.clientBearer && r.Method != http.MethodPost:
+		return rt, methodNotAllowed("POST") // only the SDP offer goes without a key of the proxy's
+	case rt.kind == routePassthrough && rt.op == "responses" && rt.upgrade:
+		// The Responses API's WebSocket mode ("Responses API", Microsoft Learn): v1 only.
+		rt.family = apiV1Only
+	case rt.kind == routePassthrough && (rt.op == "assistants" || rt.op == "threads" ||
+		strings.HasPrefix(rt.op, "assistants/") || strings.HasPrefix(rt.op, "threads/")):
+		return rt, assistantsRetired()
 	}
 	return rt, nil
+}
+
+// v1APIVersions are the api-versions Azure takes on /openai/v1/ paths
+// (Microsoft Learn, Azure OpenAI v1 REST reference: v1, preview; latest
+// named the v1 preview in 2025). A client's dated one is not sent there.
+var v1APIVersions = map[string]bool{"v1": true, "preview": true, "latest": true}
+
+// withoutDatedAPIVersion is the client's query without an api-version that
+// Azure's v1 paths refuse; every other parameter stays as sent.
+func withoutDatedAPIVersion(rawQuery string, q url.Values) string {
+	if !q.Has("api-version") || v1APIVersions[q.Get("api-version")] && len(q["api-version"]) == 1 {
+		return rawQuery
+	}
+	var kept []string
+	for pair := range strings.SplitSeq(rawQuery, "&") {
+		key, _, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(key); err == nil && k == "api-version" {
+			continue
+		}
+		kept = append(kept, pair)
+	}
+	return strings.Join(kept, "&")
+}
+
+// assistantsRetired answers the Assistants API, which Azure retired on
+// 2026-08-26 ("Assistants API (Preview)", Microsoft Learn): Azure's own
+// answer would be a bare 404.
+func assistantsRetired() *apiError {
+	return newAPIError(http.StatusNotFound, typeInvalidRequest, "api_retired", "",
+		"Azure OpenAI retired the Assistants API (assistants, threads) on 2026-08-26. Use the Responses API (/v1/responses) or the Microsoft Foundry Agent Service.")
 }
 
 // resolvePath maps the request's escaped path to a route. It rejects dot
@@ -179,15 +279,25 @@ func resolvePath(escapedPath string) (route, *apiError) {
 		rt.kind, rt.model = routeEngine, segments[1]
 		return rt, nil
 	}
-	family, withoutV1 := passthroughFamily(segments[0])
-	if !hasV1 && !withoutV1 {
+	rt, v1Only := v1OnlyFamily(segments)
+	if !v1Only {
+		family, withoutV1 := passthroughFamily(segments[0])
+		if !hasV1 && !withoutV1 {
+			return route{}, notFound(escapedPath)
+		}
+		rt = route{kind: routePassthrough, family: family}
+	} else if !hasV1 {
 		return route{}, notFound(escapedPath)
 	}
-	return route{kind: routePassthrough, op: rest, opPath: strings.Join(segments, "/"), family: family}, nil
+	rt.op, rt.opPath = rest, strings.Join(segments, "/")
+	return rt, nil
 }
 
 // label names the route's family for the metrics and the log: a bounded set.
 func (rt route) label() string {
+	if rt.labelName != "" {
+		return rt.labelName
+	}
 	switch rt.kind {
 	case routeDeployment, routeEngine:
 		return rt.op

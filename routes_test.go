@@ -30,7 +30,13 @@ func TestResolveRoute(t *testing.T) {
 		{"/models/gpt-4o", route{kind: routeModel, model: "gpt-4o"}, 0},
 		{"/v1/models/a/b", route{}, 404},
 		{"/v1/files/file-1/content", route{kind: routePassthrough, op: "files/file-1/content"}, 0},
-		{"/v1/threads/t/runs", route{kind: routePassthrough, op: "threads/t/runs", family: apiPreview}, 0},
+		{"/v1/vector_stores/v/files", route{kind: routePassthrough, op: "vector_stores/v/files", family: apiPreview}, 0},
+		{"/v1/videos/video_1/content", route{kind: routePassthrough, op: "videos/video_1/content", family: apiV1Only}, 0},
+		{"/videos", route{}, 404},
+		{"/v1/conversations/c/items", route{kind: routePassthrough, op: "conversations/c/items", family: apiV1Only}, 0},
+		{"/v1/responses/compact", route{kind: routePassthrough, op: "responses/compact", family: apiV1Only}, 0},
+		{"/v1/responses/resp_1", route{kind: routePassthrough, op: "responses/resp_1", family: apiPreview}, 0},
+		{"/v1/chat/completions/c1/messages", route{kind: routePassthrough, op: "chat/completions/c1/messages", family: apiV1Only}, 0},
 		{"/v1/realtime/sessions", route{kind: routePassthrough, op: "realtime/sessions", family: apiPreview}, 0},
 		{"/realtime/sessions", route{}, 404},
 		{"/v1/moderations", route{kind: routePassthrough, op: "moderations"}, 0},
@@ -112,8 +118,11 @@ func TestRouteFacts(t *testing.T) {
 	if rt, _ := resolveRoute(httptest.NewRequest("GET", "/v1/realtime?model=m", nil)); rt.kind != routePassthrough {
 		t.Errorf("realtime without an upgrade: kind %v, want passthrough", rt.kind)
 	}
-	if _, e := resolveRoute(httptest.NewRequest("GET", "/v1/chat/completions", nil)); e == nil || e.Status != http.StatusMethodNotAllowed || e.header.Get("Allow") != "POST" {
-		t.Errorf("GET chat: %v, want 405 with Allow: POST", e)
+	if _, e := resolveRoute(httptest.NewRequest("GET", "/v1/embeddings", nil)); e == nil || e.Status != http.StatusMethodNotAllowed || e.header.Get("Allow") != "POST" {
+		t.Errorf("GET embeddings: %v, want 405 with Allow: POST", e)
+	}
+	if _, e := resolveRoute(httptest.NewRequest("PUT", "/v1/chat/completions", nil)); e == nil || e.Status != http.StatusMethodNotAllowed || e.header.Get("Allow") != "GET, POST" {
+		t.Errorf("PUT chat: %v, want 405 with Allow: GET, POST", e)
 	}
 }
 
@@ -122,7 +131,7 @@ func TestUpstreamURLKeepsPrefixAndEscaping(t *testing.T) {
 		{"https://r.openai.azure.com", "/openai/files/a%20b", "https://r.openai.azure.com/openai/files/a%20b?api-version=V"},
 		{"https://gw.example.com/team%20a/aoai", "/openai/deployments/d/embeddings", "https://gw.example.com/team%20a/aoai/openai/deployments/d/embeddings?api-version=V"},
 	} {
-		ep, _ := parseEndpoint("X", tc.endpoint+"/")
+		ep, _, _ := parseEndpoint(tc.endpoint + "/")
 		path, _ := url.PathUnescape(tc.suffix)
 		if u := upstreamURL(ep, path, tc.suffix, "api-version=V"); u.String() != tc.want {
 			t.Errorf("upstreamURL(%s, %s) = %v, want %s", tc.endpoint, tc.suffix, u, tc.want)

@@ -224,7 +224,7 @@ func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
 	for _, choice := range *chunk.Choices {
 		for key, value := range choice {
 			switch key {
-			case "index", "content_filter_results", "content_filter_offsets":
+			case "index", "content_filter_results", "content_filter_offsets", "content_filter_raw":
 			case "finish_reason", "logprobs":
 				if string(value) != "null" {
 					return true, usage

@@ -40,6 +40,8 @@ func TestInspectEventKeeps(t *testing.T) {
 		{`data: {"choices":[{"index":0,"finish_reason":null,"logprobs":null}]}` + "\n\n", false},
 		{"data: {\"choices\":\ndata: []}\n\n", false}, // data over two lines
 		{"data:{\"choices\":[]}\r\r", false},
+		// The asynchronous filter's annotation, as Microsoft Learn's "Content streaming" documents it.
+		{`data: {"id":"","object":"","created":0,"model":"","choices":[{"index":0,"finish_reason":null,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"content_filter_raw":[],"content_filter_offsets":{"check_offset":44,"start_offset":44,"end_offset":198}}],"usage":null}` + "\n\n", false},
 	}
 	for _, tc := range cases {
 		if got, _ := inspectEvent([]byte(tc.event)); got != tc.keep {

@@ -56,6 +56,8 @@ func (c *upstreamCall) attempt(ctx context.Context, req *http.Request, cand cand
 	out.URL = azureURL(b, c.route, cand.deployment)
 	out.Host = ""
 	switch {
+	case c.route.clientBearer:
+		out.Header.Set("Authorization", "Bearer "+c.clientKey) // a WebRTC ephemeral key: Azure checks it
 	case bearer != "":
 		out.Header.Set("Authorization", "Bearer "+bearer)
 	case b.apiKey != "":
@@ -92,15 +94,19 @@ func azureURL(b *backend, rt route, deployment string) *url.URL {
 	var path, rawPath, query string
 	switch {
 	case rt.kind == routeRealtime:
-		path, query = "/openai/realtime", realtimeQuery(rt.query, b, deployment)
-		if b.v1() {
-			path = "/openai/v1/realtime"
+		// GA: /openai/v1/realtime?model={deployment}, no api-version
+		// ("Realtime API via WebSockets", Microsoft Learn). The preview URL,
+		// deprecated since 2026-04-30, only for operators whose region lags.
+		preview := b.realtimePreview && !b.v1() && rt.model != ""
+		path = "/openai/v1/realtime"
+		if preview {
+			path = "/openai/realtime"
 		}
-		rawPath = path
-	case b.v1():
-		path, rawPath, query = "/openai/v1/"+rt.opPath, "/openai/v1/"+rt.op, rt.rawQuery
-		if strings.HasPrefix(rt.op, "audio/") || strings.HasPrefix(rt.op, "images/") {
-			query = withAPIVersion(rt, "preview") // v1 serves these as preview
+		rawPath, query = path, realtimeQuery(rt, b, deployment, preview)
+	case b.v1() || rt.family == apiV1Only:
+		path, rawPath, query = "/openai/v1/"+rt.opPath, "/openai/v1/"+rt.op, rt.v1Query
+		if rt.v1Preview && !rt.v1VersionGiven {
+			query = withParam(query, "api-version=preview")
 		}
 	default:
 		apiVersion := b.apiVersion
@@ -131,27 +137,37 @@ func upstreamURL(endpoint *url.URL, path, rawPath, rawQuery string) *url.URL {
 // withAPIVersion adds api-version to the client's query unless the client
 // gave one: the client's wins and is never duplicated.
 func withAPIVersion(rt route, version string) string {
-	add := "api-version=" + url.QueryEscape(version)
-	switch {
-	case rt.rawQuery == "":
-		return add
-	case rt.query.Has("api-version"):
+	if rt.query.Has("api-version") {
 		return rt.rawQuery
 	}
-	return rt.rawQuery + "&" + add
+	return withParam(rt.rawQuery, "api-version="+url.QueryEscape(version))
 }
 
-// realtimeQuery is the upstream query of a realtime handshake for deployment:
-// the client's parameters but model, with the deployment named as Azure wants.
-func realtimeQuery(clientQuery url.Values, b *backend, deployment string) string {
+// withParam appends an encoded name=value pair to a raw query.
+func withParam(rawQuery, pair string) string {
+	if rawQuery == "" {
+		return pair
+	}
+	return rawQuery + "&" + pair
+}
+
+// realtimeQuery is the upstream query of a realtime handshake for
+// deployment: the client's parameters but model, with the deployment named
+// as Azure wants it. An observer (call_id) names no deployment.
+func realtimeQuery(rt route, b *backend, deployment string, preview bool) string {
 	q := url.Values{}
-	for k, v := range clientQuery {
+	for k, v := range rt.query {
 		if k != "model" {
 			q[k] = v
 		}
 	}
-	if b.v1() {
-		q.Set("model", deployment)
+	if !preview {
+		if !rt.v1VersionGiven {
+			q.Del("api-version") // a dated one: the GA URL refuses it (realtime migration guide)
+		}
+		if deployment != "" {
+			q.Set("model", deployment)
+		}
 		return q.Encode()
 	}
 	q.Set("deployment", deployment)

@@ -27,8 +27,16 @@ func TestV1Routes(t *testing.T) {
 			"/openai/v1/embeddings", `{"input":["a"],"model":"emb-small"}`},
 		{"/v1/audio/transcriptions", wavType, string(wav),
 			"/openai/v1/audio/transcriptions?api-version=preview", string(wantWav)},
+		// A dated api-version is not sent to /openai/v1/ (Azure refuses it
+		// there); v1, preview and latest pass as the client gave them.
 		{"/v1/audio/translations?api-version=2025-04-01-preview", wavType, string(wav),
-			"/openai/v1/audio/translations?api-version=2025-04-01-preview", string(wantWav)},
+			"/openai/v1/audio/translations?api-version=preview", string(wantWav)},
+		{"/v1/audio/translations?api-version=latest", wavType, string(wav),
+			"/openai/v1/audio/translations?api-version=latest", string(wantWav)},
+		{"/v1/files?a=1&api-version=2024-10-21&b=2", "", "",
+			"/openai/v1/files?a=1&b=2", ""},
+		{"/v1/files?api-version=v1", "", "",
+			"/openai/v1/files?api-version=v1", ""},
 		{"/v1/audio/speech", "application/json", `{"model":"tts-1","input":"hello","voice":"alloy"}`,
 			"/openai/v1/audio/speech?api-version=preview", `{"model":"tts-1","input":"hello","voice":"alloy"}`},
 		{"/v1/images/generations", "application/json", `{"model":"dall-e-3","prompt":"a cat"}`,

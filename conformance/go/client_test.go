@@ -135,7 +135,8 @@ func startProxy(t *testing.T, endpoint, mapper string) string {
 		t.Fatalf("building the proxy: %v\n%s", err, out)
 	}
 	cmd := exec.Command(bin, "-listen", "127.0.0.1:0")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "AZURE_OPENAI_ENDPOINT=" + endpoint, "AZURE_OPENAI_MODEL_MAPPER=" + mapper}
+	// The dated API, as the fake and openai-go's azure package speak it.
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "AZURE_OPENAI_ENDPOINT=" + endpoint, "AZURE_OPENAI_MODEL_MAPPER=" + mapper, "AZURE_OPENAI_API_VER=2024-10-21"}
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

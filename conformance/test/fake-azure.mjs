@@ -43,8 +43,16 @@ export class FakeAzure {
       res.writeHead(status, { 'content-type': 'application/json', 'apim-request-id': `apim-${this.requests.length}`, ...headers });
       res.end(JSON.stringify(value));
     };
+    // Azure's v1 API takes the key as api-key or as a Bearer token (Microsoft
+    // Learn, Azure OpenAI v1 REST reference), and no dated api-version.
+    if (url.pathname.startsWith('/openai/v1/') && req.headers.authorization === `Bearer ${KEY}`) {
+      return this.#v1Op(url, req, body, res, json);
+    }
     if (!req.headers['api-key']) {
       return json(401, { error: { code: '401', message: 'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.' } });
+    }
+    if (url.pathname.startsWith('/openai/v1/')) {
+      return this.#v1Op(url, req, body, res, json);
     }
     if (!url.searchParams.get('api-version')) {
       return json(404, { error: { code: '404', message: 'Resource not found' } });
@@ -109,6 +117,43 @@ export class FakeAzure {
       if (this.onEvent) await this.onEvent(i);
     }
     res.end('data: [DONE]\n\n');
+  }
+
+  // #v1Op is Azure's v1 API: OpenAI's paths under /openai/v1/, the
+  // deployment in the body's model, api-version absent, v1 or preview.
+  async #v1Op(url, req, body, res, json) {
+    const version = url.searchParams.get('api-version');
+    if (version && version !== 'v1' && version !== 'preview') {
+      return json(400, { error: { code: 'BadRequest', message: 'API version not supported' } });
+    }
+    const op = url.pathname.slice('/openai/v1/'.length);
+    const type = req.headers['content-type'] || '';
+    const input = type.startsWith('application/json') ? JSON.parse(body.toString()) : {};
+    const deploymentNotFound = () => json(404, { error: { code: 'DeploymentNotFound', message: 'The API deployment for this resource does not exist.' } });
+    switch (`${req.method} ${op}`) {
+      case 'POST chat/completions':
+      case 'POST completions':
+      case 'POST embeddings':
+        if (!this.deployments.has(input.model)) return deploymentNotFound();
+        return this.#deploymentOp(op, input.model, req, body, res, json);
+      case 'GET chat/completions': // stored completions
+        return json(200, { object: 'list', data: [chatCompletion({})], first_id: 'chatcmpl-1', last_id: 'chatcmpl-1', has_more: false });
+      case 'POST videos': {
+        const form = await new Request('http://x', { method: 'POST', headers: { 'content-type': type }, body }).formData();
+        if (!this.deployments.has(form.get('model'))) return deploymentNotFound();
+        return json(200, { id: 'video_1', object: 'video', model: form.get('model'), status: 'queued', progress: 0, created_at: 1, completed_at: null, expires_at: null, prompt: form.get('prompt'), seconds: '4', size: '720x1280', remixed_from_video_id: null, error: null });
+      }
+      case 'POST conversations':
+        return json(200, { id: 'conv_1', object: 'conversation', created_at: 1, metadata: input.metadata ?? {} });
+      case 'POST responses/compact':
+        if (!this.deployments.has(input.model)) return deploymentNotFound();
+        return json(200, { id: 'resp_c1', object: 'response.compaction', created_at: 1, output: [], usage: { input_tokens: 5, output_tokens: 1, total_tokens: 6, input_tokens_details: { cached_tokens: 0 }, output_tokens_details: { reasoning_tokens: 0 } } });
+      case 'POST realtime/client_secrets':
+        if (!this.deployments.has(input.session?.model)) return deploymentNotFound();
+        return json(200, { value: 'ek_fake', expires_at: 1, session: input.session });
+      default:
+        return json(404, { error: { code: '404', message: 'Resource not found' } });
+    }
   }
 
   async #resourceOp(url, req, body, res, json) {

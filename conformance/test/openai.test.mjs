@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import OpenAI, { AzureOpenAI, toFile } from 'openai';
 import { FakeAzure, KEY, SPEECH } from './fake-azure.mjs';
 import { startProxy } from './proxy.mjs';
+import { comparableBody } from './compare.mjs';
 
 const GA = '2024-10-21';
 const PREVIEW = '2025-04-01-preview';
@@ -38,21 +39,7 @@ after(async () => {
 
 // What the fake saw, in a form two clients' requests can be compared in.
 async function comparable(r) {
-  const type = r.headers['content-type'] || '';
-  let body = null;
-  if (r.body.length === 0) {
-    body = null;
-  } else if (type.startsWith('application/json')) {
-    body = JSON.parse(r.body.toString());
-  } else if (type.startsWith('multipart/form-data')) {
-    const form = await new Request('http://x', { method: 'POST', headers: { 'content-type': type }, body: r.body }).formData();
-    body = {};
-    for (const [name, value] of form) {
-      body[name] = typeof value === 'string' ? value : { filename: value.name, bytes: Buffer.from(await value.arrayBuffer()).toString('base64') };
-    }
-  } else {
-    body = r.body.toString('base64');
-  }
+  const body = await comparableBody(r);
   return {
     method: r.method,
     path: r.path,

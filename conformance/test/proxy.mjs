@@ -17,9 +17,11 @@ export function proxyBinary() {
 }
 
 // startProxy runs the proxy against endpoint and resolves once it listens.
+// Suites that compare with AzureOpenAI run the dated API, as that client
+// speaks it; the v1 suite sets AZURE_OPENAI_API_VER to '' (the v1 default).
 export function startProxy(endpoint, env = {}) {
   const child = spawn(proxyBinary(), ['-listen', '127.0.0.1:0'], {
-    env: { PATH: process.env.PATH, AZURE_OPENAI_ENDPOINT: endpoint, ...env },
+    env: { PATH: process.env.PATH, AZURE_OPENAI_ENDPOINT: endpoint, AZURE_OPENAI_API_VER: '2024-10-21', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let logs = '';
