@@ -546,3 +546,74 @@ func TestFailoverByHowFarTheRequestGot(t *testing.T) {
 		t.Errorf("code %v, want upstream_unreachable", code)
 	}
 }
+
+// TestBodyModelNeverChoosesABackend: a backend gets its configured
+// deployments on routes where Azure reads the deployment from the path or
+// body, and model-less routes only as the default backend, whatever a
+// client's body says.
+func TestBodyModelNeverChoosesABackend(t *testing.T) {
+	pass := newFakeAzure(t, fakeTLS, ok200)
+	keyed := newFakeAzure(t, fakeTLS, ok200)
+	p := startClocked(t, `{
+  "backends": {"pass": {"endpoint": "{A}"}, "keyed": {"endpoint": "{B}", "api_key_env": "KEYED_KEY"}},
+  "default_backend": "pass",
+  "models": {"emb": [{"backend": "keyed", "deployment": "emb-dep"}]}
+}`, map[string]string{"KEYED_KEY": "keyed-secret"}, pass, keyed)
+	noKey := &testProxy{URL: p.URL}
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+	}{
+		{"DELETE", "/v1/files/file-123", `{"model":"emb"}`, http.StatusUnauthorized}, // model-less: the default backend, which needs the client's key
+		{"POST", "/v1/deployments/o1-pro/chat/completions", `{"model":"emb"}`, http.StatusNotFound},
+		{"POST", "/v1/openai/deployments/o1-pro/chat/completions", `{"model":"emb"}`, http.StatusNotFound},
+	} {
+		resp, body := noKey.do(t, tc.method, tc.path, http.Header{"Content-Type": {"application/json"}}, []byte(tc.body))
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s: %d %s, want %d", tc.method, tc.path, resp.StatusCode, body, tc.status)
+		}
+	}
+	if n := len(keyed.all()) + len(pass.all()); n != 0 {
+		t.Fatalf("%d requests reached a backend", n)
+	}
+	// With the client's key: a fine-tuning job's model is not a deployment.
+	resp, _ := p.post(t, "/v1/fine_tuning/jobs", `{"training_file":"f","model":"emb"}`)
+	if resp.StatusCode != 200 || len(keyed.all()) != 0 || len(pass.all()) != 1 {
+		t.Fatalf("fine_tuning: %d; keyed saw %d, pass saw %d", resp.StatusCode, len(keyed.all()), len(pass.all()))
+	}
+	// A route whose body names the deployment goes to the model's candidate, with its key.
+	resp, _ = noKey.do(t, "POST", "/v1/responses", http.Header{"Content-Type": {"application/json"}}, []byte(`{"model":"emb","input":"x"}`))
+	if got := keyed.all(); resp.StatusCode != 200 || len(got) != 1 || got[0].Header.Get("Api-Key") != "keyed-secret" || string(got[0].Body) != `{"model":"emb-dep","input":"x"}` {
+		t.Fatalf("responses: %d, keyed saw %v", resp.StatusCode, got)
+	}
+	// Websocket upgrades only where Azure has websockets.
+	ws := http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Authorization": {"Bearer " + testKey}}
+	if resp, body := noKey.do(t, "GET", "/v1/files", ws, nil); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("upgrade on /v1/files: %d %s, want 400", resp.StatusCode, body)
+	}
+}
+
+// TestOneRequestCannotCoolAModel: a client cannot make the proxy rest a
+// model's candidates with requests whose deployment the proxy did not name;
+// and the log says "cooldown" only where a candidate cools down.
+func TestOneRequestCannotCoolAModel(t *testing.T) {
+	notFound := status(404, nil, `{"error":{"code":"DeploymentNotFound","message":"no"}}`)
+	a, b := newFakeAzure(t, fakeTLS, notFound), newFakeAzure(t, fakeTLS, notFound)
+	p := startClocked(t, fmt.Sprintf(twoBackends, ""), nil, a, b)
+	for range 2 {
+		if resp, _ := p.post(t, "/v1/deployments/nope/chat/completions", `{"model":"gpt-4o"}`); resp.StatusCode != 404 {
+			t.Fatalf("Azure's path through the proxy: %d, want 404", resp.StatusCode)
+		}
+	}
+	if n := len(a.all()) + len(b.all()); n != 0 {
+		t.Fatalf("%d requests reached Azure", n)
+	}
+	// A single-candidate model never cools down, and its log line says so by saying nothing.
+	one := newFakeAzure(t, fakeTLS, status(503, nil, `{}`))
+	q := startClocked(t, `{"backends": {"a": {"endpoint": "{A}"}}, "models": {"m": [{"backend": "a", "deployment": "d"}]}}`, nil, one)
+	q.post(t, "/v1/chat/completions", `{"model":"m"}`)
+	waitForLog(t, &testProxy{logs: q.logs}, "upstream attempt failed")
+	if strings.Contains(q.logs.String(), "cooldown=") || strings.Contains(q.logs.String(), "rest=") {
+		t.Errorf("a lone candidate's failure is logged with a cooldown:\n%s", q.logs)
+	}
+}

@@ -100,3 +100,16 @@ func BenchmarkHandler(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMultipartManyParts: 100,000 tiny parts before the model (about
+// 5 MB), the shape that once made the walk quadratic.
+func BenchmarkMultipartManyParts(b *testing.B) {
+	body := manyParts(100_000)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if m, e := modelFromBody("multipart/form-data; boundary=B", body); e != nil || string(m.name) != "whisper" {
+			b.Fatal(m, e)
+		}
+	}
+}

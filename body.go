@@ -135,7 +135,7 @@ func modelByRoute(rt route, contentType string, body []byte) (requestModel, *api
 // name: a JSON body's top-level "model" (or the one in rt.modelIn), or, on
 // v1-only routes (video uploads), a multipart form's "model" field.
 func optionalModel(rt route, contentType string, body []byte) (requestModel, *apiError) {
-	if len(body) == 0 {
+	if len(body) == 0 || !rt.namesDeployment {
 		return requestModel{}, nil
 	}
 	if boundary, ok := isMultipart(contentType); ok && rt.family == apiV1Only {
@@ -204,6 +204,9 @@ func multipartModel(body []byte, boundary string) (requestModel, *apiError) {
 // be one JSON object.
 func jsonModel(body []byte, key string) (modelField, *apiError) {
 	field, err := findMember(body, key)
+	if dup, ok := err.(*duplicateKeyError); ok {
+		return field, badRequest("invalid_json", key, "The JSON body "+dup.Error()+" (keys are matched in any case).")
+	}
 	if err != nil {
 		return field, badRequest("invalid_json", "",
 			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
@@ -244,99 +247,129 @@ const maxMultipartModel = 256
 // modelFromMultipart reads the form field "model", which clients often send
 // after the file: the parts before it are skipped, never copied. It returns
 // the value as a slice of body, so that it can be replaced in place; nil when
-// the form has no model or an empty one.
+// the form has no model or an empty one. A form with two model fields is
+// refused: Azure might read the other one. mime/multipart parses the form
+// and a partWalker finds each part's bytes in lockstep, both in one linear
+// pass over the body.
 func modelFromMultipart(body []byte, boundary string) (value []byte, start, end int, e *apiError) {
 	if boundary == "" {
 		return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data Content-Type has no boundary.")
 	}
+	if models, ok := multipartFastModel(body, boundary); ok {
+		switch {
+		case len(models) > 1:
+			return nil, 0, 0, twoModelFields()
+		case len(models) == 0 || models[0][0] == models[0][1]:
+			return nil, 0, 0, nil
+		case models[0][1]-models[0][0] > maxMultipartModel:
+			return nil, 0, 0, invalidModel(string(body[models[0][0] : models[0][0]+maxMultipartModel+1]))
+		}
+		return body[models[0][0]:models[0][1]], models[0][0], models[0][1], nil
+	}
+	unparsable := badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
-	for part := 0; ; part++ {
+	parts := partWalker{body: body, delim: []byte("--" + boundary)}
+	found := false
+	for {
 		p, err := mr.NextPart()
 		if err == io.EOF {
-			return nil, 0, 0, nil
+			return value, start, end, nil
 		}
 		if err != nil {
-			return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+			return nil, 0, 0, unparsable
 		}
+		spanStart, spanEnd, spanOK := parts.next()
 		if p.FormName() != "model" || p.FileName() != "" {
 			continue
 		}
-		decoded, err := io.ReadAll(io.LimitReader(p, maxMultipartModel+1))
-		if err != nil {
-			return nil, 0, 0, badRequest("invalid_multipart", "", "The multipart/form-data body cannot be parsed.")
+		if found {
+			return nil, 0, 0, twoModelFields()
 		}
+		found = true
+		decoded, err := io.ReadAll(io.LimitReader(p, maxMultipartModel+1))
 		switch {
+		case err != nil:
+			return nil, 0, 0, unparsable
 		case len(decoded) > maxMultipartModel:
 			return nil, 0, 0, invalidModel(string(decoded))
 		case len(decoded) == 0:
-			return nil, 0, 0, nil
+			value, start, end = nil, 0, 0
+		case !spanOK || !bytes.Equal(body[spanStart:spanEnd], decoded):
+			value, start, end = decoded, 0, 0 // encoded (quoted-printable): no span to replace
+		default:
+			value, start, end = body[spanStart:spanEnd], spanStart, spanEnd
 		}
-		start, end, ok := multipartContentSpan(body, boundary, part)
-		if !ok || !bytes.Equal(body[start:end], decoded) {
-			// Encoded (quoted-printable): no span to replace.
-			return decoded, 0, 0, nil
-		}
-		return body[start:end], start, end, nil
 	}
 }
 
-// multipartContentSpan finds the bytes of part k's content in a body that
-// mime/multipart has already read as valid: between the blank line after its
-// headers and the line break before the next boundary.
-func multipartContentSpan(body []byte, boundary string, k int) (start, end int, ok bool) {
-	delim := []byte("--" + boundary)
-	next := func(from int) int { // the next boundary line at or after from
-		for i := from; i <= len(body)-len(delim); {
-			j := bytes.Index(body[i:], delim)
-			if j < 0 {
-				return -1
-			}
-			at := i + j
-			if at == 0 || body[at-1] == '\n' {
-				return at
-			}
-			i = at + 1
-		}
-		return -1
+// partWalker finds the content of each part of a multipart body that
+// mime/multipart reads as valid: between the blank line after its headers and
+// the line break before the next boundary line. Each call goes on from where
+// the last one stopped, so a whole walk reads the body once.
+type partWalker struct {
+	body  []byte
+	delim []byte // "--" + boundary
+	at    int    // the start of the boundary line before the next part; -1 before the first
+	began bool
+}
+
+// next returns the span of the next part's content.
+func (w *partWalker) next() (start, end int, ok bool) {
+	body := w.body
+	if !w.began {
+		w.began, w.at = true, w.boundaryLine(0)
 	}
-	at := next(0)
-	for part := 0; at >= 0; part++ {
-		nl := bytes.IndexByte(body[at:], '\n')
-		if nl < 0 {
+	if w.at < 0 {
+		return 0, 0, false
+	}
+	nl := bytes.IndexByte(body[w.at:], '\n')
+	if nl < 0 {
+		w.at = -1
+		return 0, 0, false
+	}
+	content := w.at + nl + 1
+	for { // the header lines, up to an empty one
+		j := bytes.IndexByte(body[content:], '\n')
+		if j < 0 {
+			w.at = -1
 			return 0, 0, false
 		}
-		headers := at + nl + 1
-		var content int
-		switch {
-		case bytes.HasPrefix(body[headers:], []byte("\r\n")):
-			content = headers + 2
-		case bytes.HasPrefix(body[headers:], []byte("\n")):
-			content = headers + 1
-		default:
-			crlf, lf := bytes.Index(body[headers:], []byte("\r\n\r\n")), bytes.Index(body[headers:], []byte("\n\n"))
-			switch {
-			case crlf >= 0 && (lf < 0 || crlf <= lf):
-				content = headers + crlf + 4
-			case lf >= 0:
-				content = headers + lf + 2
-			default:
-				return 0, 0, false
-			}
+		line := body[content : content+j]
+		content += j + 1
+		if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+			break
 		}
-		following := next(content)
-		if following < 0 {
-			return 0, 0, false
-		}
-		if part == k {
-			end := following - 1 // the '\n' before the boundary line
-			if end > content && body[end-1] == '\r' {
-				end--
-			}
-			return content, max(end, content), true
-		}
-		at = following
 	}
-	return 0, 0, false
+	following := w.boundaryLine(content)
+	w.at = following
+	if following < 0 {
+		return 0, 0, false
+	}
+	end = following - 1 // the '\n' before the boundary line
+	if end > content && body[end-1] == '\r' {
+		end--
+	}
+	return content, max(end, content), true
+}
+
+// boundaryLine returns where the next boundary line starts, at or after from; -1 if none.
+func (w *partWalker) boundaryLine(from int) int {
+	for i := from; i <= len(w.body)-len(w.delim); {
+		j := bytes.Index(w.body[i:], w.delim)
+		if j < 0 {
+			return -1
+		}
+		at := i + j
+		if at == 0 || w.body[at-1] == '\n' {
+			return at
+		}
+		i = at + 1
+	}
+	return -1
+}
+
+func twoModelFields() *apiError {
+	return badRequest("invalid_multipart", "model", "The multipart/form-data body has more than one 'model' field.")
 }
 
 func missingModel() *apiError {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // countingReader yields n bytes of JSON-ish filler and counts what was read.
@@ -127,5 +130,99 @@ func TestModelFromMultipart(t *testing.T) {
 	}
 	if _, e := modelFromBody("multipart/form-data", body); e == nil || *e.Code != "invalid_multipart" {
 		t.Errorf("no boundary = %v, want invalid_multipart", e)
+	}
+}
+
+// FuzzMultipartModel checks the one-pass form walk against mime/multipart:
+// wherever the fast path answers, it finds exactly the "model" fields
+// mime/multipart finds, with the same content, and mime/multipart reads the
+// whole form as valid.
+func FuzzMultipartModel(f *testing.F) {
+	withModel, _ := multipartBody(f, 16, "model", "whisper-1")
+	f.Add(withModel)
+	f.Add([]byte("--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt\r\n--B--\r\n"))
+	f.Add([]byte("--B\nContent-Disposition: form-data; name=\"a\"\n\nx\n--B\nContent-Disposition: form-data; name=\"model\"\n\ny\n--B--"))
+	f.Add([]byte("--B\r\nContent-Disposition: form-data; name=model\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n--B--\r\n"))
+	f.Add([]byte("--B\r\nContent-Disposition: form-data; name*=utf-8''mod%65l\r\n\r\na\r\n--B-x\r\n--B--\r\n"))
+	f.Add([]byte("--B\r\ncontent-disposition: form-data; name=\"model\"; filename=\"m\"\r\n\r\nfile\r\n--B--\r\n"))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		models, ok := multipartFastModel(body, "B")
+		if !ok {
+			return
+		}
+		mr := multipart.NewReader(bytes.NewReader(body), "B")
+		var want []string
+		for {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("the fast path read a form mime/multipart refuses (%v): %q", err, body)
+			}
+			if p.FormName() == "model" && p.FileName() == "" {
+				content, err := io.ReadAll(p)
+				if err != nil {
+					t.Fatalf("mime/multipart: %v", err)
+				}
+				want = append(want, string(content))
+			}
+		}
+		if len(models) != len(want) {
+			t.Fatalf("fast path found %d model fields, mime/multipart %d: %q", len(models), len(want), body)
+		}
+		for i, m := range models {
+			if got := string(body[m[0]:m[1]]); got != want[i] {
+				t.Fatalf("model field %d: fast path %q, mime/multipart %q in %q", i, got, want[i], body)
+			}
+		}
+	})
+}
+
+// TestMultipartWalkIsLinear: 100,000 tiny parts before the model once took
+// minutes (the walk searched the rest of the body for every part). The
+// benchmark below measures it; this test only bounds it far above that.
+func TestMultipartWalkIsLinear(t *testing.T) {
+	body := manyParts(100_000)
+	start := time.Now()
+	m, e := modelFromBody("multipart/form-data; boundary=B", body)
+	if e != nil || string(m.name) != "whisper" || m.edit != editMultipartValue {
+		t.Fatalf("%q %v", m.name, e)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("100,000 parts took %v", d)
+	}
+	// The same form with a header line mime/multipart must read (a folded
+	// one) takes the slower path, still linear.
+	folded := bytes.Replace(body, []byte("name=\"x\"\r\n"), []byte("name=\"x\"\r\n X-Folded: y\r\n"), 1)
+	start = time.Now()
+	if m, e := modelFromBody("multipart/form-data; boundary=B", folded); e != nil || string(m.name) != "whisper" {
+		t.Fatalf("folded: %q %v", m.name, e)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("100,000 parts on mime/multipart's path took %v", d)
+	}
+}
+
+func manyParts(n int) []byte {
+	var b bytes.Buffer
+	for range n {
+		b.WriteString("--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ny\r\n")
+	}
+	b.WriteString("--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--B--\r\n")
+	return b.Bytes()
+}
+
+func TestTwoModelFieldsRefused(t *testing.T) {
+	for _, body := range []string{
+		"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n--B--\r\n",
+		// The second one spelled so that only a full parse sees it (RFC 2231).
+		"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name*=utf-8''mod%65l\r\n\r\nb\r\n--B--\r\n",
+		// And on mime/multipart's path (a folded header line first).
+		"--B\r\nX-A: 1\r\n 2\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n--B--\r\n",
+	} {
+		if _, e := modelFromBody("multipart/form-data; boundary=B", []byte(body)); e == nil || e.Status != 400 || e.Param == nil || *e.Param != "model" {
+			t.Errorf("%q: %v, want 400 on model", body, e)
+		}
 	}
 }

@@ -64,34 +64,32 @@ func loadClientKeys(getenv func(string) string) (*clientKeys, error) {
 	return ck, nil
 }
 
-// authorize checks the client's key and returns the Azure key it brings:
+// authorize checks the client's key and returns the key it brings for Azure:
 // "" when clients present proxy keys (which go no further) or none. A request
 // that no backend could serve without the client's key is refused here,
-// before its body is read.
-func authorize(table *routeTable, h http.Header, rt route) (string, *apiError) {
-	key := clientKey(h)
+// before its body is read. ephemeral says the key is a WebRTC ephemeral key,
+// which goes to Azure as the Bearer token, with no key of the proxy's.
+func authorize(table *routeTable, h http.Header, rt route) (key string, ephemeral bool, e *apiError) {
+	key = clientKey(h)
 	if key == "" && rt.upgrade {
 		key, _ = subprotocolKey(h)
 	}
-	if rt.clientBearer {
-		// A WebRTC ephemeral key, made by a client the proxy let in: it
-		// goes to Azure as it is, and no key of the proxy's goes with it.
-		if key == "" {
-			return "", missingKey()
-		}
-		return key, nil
+	if rt.clientBearer && h.Get("Api-Key") == "" && key != "" && (table.clientKeys == nil || !table.clientKeys.allows(key)) {
+		// The browser's SDP offer, with the ephemeral key a client the
+		// proxy let in has minted. A proxy key takes the usual way.
+		return key, true, nil
 	}
 	if table.clientKeys != nil {
 		if !table.clientKeys.allows(key) {
-			return "", newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
+			return "", false, newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
 				"Incorrect API key provided: this proxy accepts only its own client keys (as 'Authorization: Bearer KEY' or 'api-key').")
 		}
-		return "", nil // a proxy key, not an Azure key: it goes no further
+		return "", false, nil // a proxy key, not an Azure key: it goes no further
 	}
 	if key == "" && (rt.answeredByProxy() || !table.anyCredential()) {
-		return "", missingKey()
+		return "", false, missingKey()
 	}
-	return key, nil
+	return key, false, nil
 }
 
 func missingKey() *apiError {

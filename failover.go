@@ -71,10 +71,14 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			call.outcome.upstreamStatus = resp.StatusCode
 			return resp, nil
 		}
-		if len(candidates) > 1 {
+		attrs := []any{"backend", c.backend.name, "deployment", c.deployment, "reason", v.reason}
+		if len(candidates) > 1 && call.placesDeployment {
+			// A lone candidate has nowhere else to go; and a deployment the
+			// proxy did not name is not this candidate's failure.
 			t.coolDown(c, v.cooldown)
+			attrs = append(attrs, "cooldown", v.cooldown.String())
 		}
-		t.log.Warn("upstream attempt failed", "backend", c.backend.name, "deployment", c.deployment, "reason", v.reason, "cooldown", v.cooldown.String())
+		t.log.Warn("upstream attempt failed", attrs...)
 		if resp != nil {
 			lastAnswer = resp // its body was buffered by judge
 		} else {
@@ -95,7 +99,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidate) (*http.Response, *upstreamFailure) {
 	host := c.backend.endpoint.Host
 	var bearer string
-	if c.backend.entra && !call.route.clientBearer {
+	if c.backend.entra && !call.ephemeral {
 		token, err := t.entra.Token(req.Context())
 		if err != nil {
 			return nil, &upstreamFailure{kind: failAuth, host: host, err: err}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -30,12 +31,22 @@ func (e *jsonSyntaxError) Error() string {
 }
 
 // findModel validates that data is exactly one JSON object and returns its
-// top-level "model" member without decoding anything else. As with
-// encoding/json, a repeated key means its last value.
+// top-level "model" member without decoding anything else. Keys match as
+// encoding/json (and .NET's web defaults) match them, case-insensitively;
+// an object with two such keys is refused (duplicateKeyError), since another
+// parser might read the other one.
 func findModel(data []byte) (modelField, error) { return findMember(data, "model") }
+
+// duplicateKeyError is an object that names a key twice (in any case).
+type duplicateKeyError struct{ key string }
+
+func (e *duplicateKeyError) Error() string {
+	return "the object has more than one '" + e.key + "' member"
+}
 
 // findMember is findModel for any top-level key.
 func findMember(data []byte, key string) (modelField, error) {
+	matches := 0
 	s := jsonScanner{data: data}
 	var f modelField
 	s.skipSpace()
@@ -45,6 +56,15 @@ func findMember(data []byte, key string) (modelField, error) {
 	s.skipSpace()
 	if s.consume('}') {
 		return f, s.atEnd()
+	}
+	end := func() (modelField, error) {
+		if err := s.atEnd(); err != nil {
+			return f, err
+		}
+		if matches > 1 {
+			return modelField{}, &duplicateKeyError{key}
+		}
+		return f, nil
 	}
 	for {
 		s.skipSpace()
@@ -57,6 +77,9 @@ func findMember(data []byte, key string) (modelField, error) {
 			return f, err
 		}
 		isModel := isKey(data[keyStart:s.pos], keyEscaped, key)
+		if isModel {
+			matches++
+		}
 		s.skipSpace()
 		if !s.consume(':') {
 			return f, s.errorf("expected ':' after object key")
@@ -83,18 +106,20 @@ func findMember(data []byte, key string) (modelField, error) {
 			continue
 		}
 		if s.consume('}') {
-			return f, s.atEnd()
+			return end()
 		}
 		return f, s.errorf("expected ',' or '}' after object member")
 	}
 }
 
-// isKey reports whether a quoted JSON key is key.
+// isKey reports whether a quoted JSON key is key, as encoding/json matches
+// a key to a field: bytes.EqualFold, Unicode's simple folding.
 func isKey(quoted []byte, escaped bool, key string) bool {
-	if !escaped {
-		return len(quoted) == len(key)+2 && string(quoted[1:len(quoted)-1]) == key
+	inner := quoted[1 : len(quoted)-1]
+	if escaped {
+		inner = decodeJSONString(quoted, true)
 	}
-	return string(decodeJSONString(quoted, true)) == key
+	return len(inner) >= len(key) && len(inner) <= 3*len(key) && bytes.EqualFold(inner, []byte(key))
 }
 
 // decodeJSONString unquotes a valid JSON string literal. A plain one is its

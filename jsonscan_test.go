@@ -1,26 +1,42 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
 )
 
-// oracleModel is what encoding/json says about data's top-level "model".
-func oracleModel(data []byte) (value string, isString, found bool, ok bool) {
+// oracleModel is what encoding/json says about data's top-level "model":
+// the one member whose key matches "model" as encoding/json matches a key to
+// a struct field (in any case); dup when there are more.
+func oracleModel(data []byte) (value string, isString, found, ok, dup bool) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil || m == nil {
-		return "", false, false, false
+		return "", false, false, false, false
 	}
-	raw, found := m["model"]
+	var raw json.RawMessage
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.Token() // {
+	for dec.More() {
+		key, _ := dec.Token()
+		var v json.RawMessage
+		dec.Decode(&v)
+		if bytes.EqualFold([]byte(key.(string)), []byte("model")) {
+			if found {
+				return "", false, false, true, true
+			}
+			raw, found = v, true
+		}
+	}
 	if !found {
-		return "", false, false, true
+		return "", false, false, true, false
 	}
 	// Unmarshal leaves a string untouched for null; a null model is not a string.
 	if err := json.Unmarshal(raw, &value); err != nil || string(raw) == "null" {
-		return "", false, true, true
+		return "", false, true, true, false
 	}
-	return value, true, true, true
+	return value, true, true, true, false
 }
 
 var scannerCases = []string{
@@ -34,6 +50,9 @@ var scannerCases = []string{
 	`{"model":null}`,
 	`{"model":{"name":"gpt"}}`,
 	`{"Model":"gpt-4"}`,
+	`{"model":"gpt-4o","Model":"secret"}`,
+	`{"MODEL":"a","x":1}`,
+	`{"mod\u0045l":"a","model":"b"}`,
 	`{"model":"gpt\ud83d\ude00"}`,
 	`{"model":"\ud800"}`,
 	"{\"model\":\"caf\xc3\xa9\"}",
@@ -56,7 +75,13 @@ func TestFindModelAgreesWithEncodingJSON(t *testing.T) {
 func checkAgainstOracle(t *testing.T, data []byte) {
 	t.Helper()
 	f, err := findModel(data)
-	want, wantString, wantFound, wantOK := oracleModel(data)
+	want, wantString, wantFound, wantOK, wantDup := oracleModel(data)
+	if _, dup := err.(*duplicateKeyError); dup != wantDup {
+		t.Fatalf("%q: findModel err = %v, want a duplicate: %v", data, err, wantDup)
+	}
+	if wantDup {
+		return
+	}
 	if (err == nil) != wantOK {
 		t.Fatalf("%q: findModel err = %v, encoding/json ok = %v", data, err, wantOK)
 	}

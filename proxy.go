@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// maxEphemeralBody bounds the body of a request only a WebRTC ephemeral key
+// vouches for: an SDP offer is a few kilobytes.
+const maxEphemeralBody = 1 << 20
+
 // serverState is what changes while the server runs: readiness (cleared while
 // draining) and the route table (swapped on reload).
 type serverState struct {
@@ -102,14 +106,18 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.route = rt.label()
-	key, e := authorize(table, r.Header, rt)
+	key, ephemeral, e := authorize(table, r.Header, rt)
 	if e != nil {
 		return e
 	}
 	if rt.answeredByProxy() {
 		return h.serveModels(w, table, rt)
 	}
-	data, e := readBody(w, r, h.cfg.MaxBodyBytes, h.bodies)
+	limit := h.cfg.MaxBodyBytes
+	if ephemeral {
+		limit = min(limit, maxEphemeralBody) // no key of the proxy's vouches for this client
+	}
+	data, e := readBody(w, r, limit, h.bodies)
 	if e != nil {
 		return e
 	}
@@ -122,7 +130,7 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
-	call, e := planCall(table, rt, model, key, body, outcome)
+	call, e := planCall(table, rt, model, key, ephemeral, body, outcome)
 	if e != nil {
 		return e
 	}
@@ -134,8 +142,8 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 // planCall decides where a request may go: a configured model's candidates,
 // or the default backend (with the model as the deployment name on routes
 // that name a deployment).
-func planCall(table *routeTable, rt route, model requestModel, key string, body *bodyLease, outcome *requestOutcome) (*upstreamCall, *apiError) {
-	call := &upstreamCall{route: rt, table: table, clientKey: key, model: table.route(model.name), outcome: outcome}
+func planCall(table *routeTable, rt route, model requestModel, key string, ephemeral bool, body *bodyLease, outcome *requestOutcome) (*upstreamCall, *apiError) {
+	call := &upstreamCall{route: rt, table: table, clientKey: key, ephemeral: ephemeral, model: table.route(model.name), outcome: outcome}
 	if body.size > 0 {
 		call.body = body
 	}
@@ -151,9 +159,13 @@ func planCall(table *routeTable, rt route, model requestModel, key string, body 
 		}
 		call.deployment, call.bodyModel = string(model.name), model
 	}
-	if key == "" && !rt.clientBearer && table.needsClientKey(call.model) {
+	if key == "" && table.needsClientKey(call.model) {
 		return nil, missingKey()
 	}
+	// Whether each attempt names its candidate's deployment: in the path or
+	// query, or in the body where the body names the model in a form the
+	// proxy can rewrite (not an encoded multipart field).
+	call.placesDeployment = call.model != nil && (rt.kind != routePassthrough || model.edit != editNone)
 	return call, nil
 }
 

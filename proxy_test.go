@@ -115,8 +115,9 @@ func TestPassthroughRoutes(t *testing.T) {
 			"/openai/files/file-1?api-version=2024-10-21", ""},
 		{"batches", "POST", "/v1/batches", "application/json", `{"input_file_id":"file-1","endpoint":"/chat/completions","completion_window":"24h"}`,
 			"/openai/batches?api-version=2024-10-21", `{"input_file_id":"file-1","endpoint":"/chat/completions","completion_window":"24h"}`},
-		{"fine tuning maps the model in the body", "POST", "/v1/fine_tuning/jobs", "application/json", `{"training_file":"file-1","model":"gpt-4o"}`,
-			"/openai/fine_tuning/jobs?api-version=2024-10-21", `{"training_file":"file-1","model":"gpt4o-prod"}`},
+		// A fine-tuning job's model is a base model, not a deployment: it goes as sent.
+		{"fine tuning keeps the base model", "POST", "/v1/fine_tuning/jobs", "application/json", `{"training_file":"file-1","model":"gpt-4o"}`,
+			"/openai/fine_tuning/jobs?api-version=2024-10-21", `{"training_file":"file-1","model":"gpt-4o"}`},
 		{"responses: only the model value changes", "POST", "/v1/responses", "application/json",
 			"{ \"input\" : \"say \\\"model\\\"\",\n  \"model\"\t:  \"gpt-4o\" , \"metadata\":{\"model\":\"gpt-4o\"}}",
 			"/openai/responses?api-version=2025-04-01-preview",

@@ -50,16 +50,17 @@ const (
 // route is what the request line says: which kind of route, the operation,
 // and the query, each parsed once here for the whole request.
 type route struct {
-	kind         routeKind
-	op           string // deployment routes: the operation ("chat/completions"); passthrough: the escaped rest of the path
-	opPath       string // op unescaped
-	model        string // engines: the model named in the path; models/{id}: the id; realtime: the query's model
-	family       apiFamily
-	chat         bool   // a chat or text completion: its stream gets OpenAI's shape (stream.go)
-	v1Preview    bool   // on /openai/v1/, Azure serves it as preview: api-version=preview unless the client names one
-	modelIn      string // where a JSON body names the model: "" at the top level, else in this top-level object
-	clientBearer bool   // the client's Bearer token (a WebRTC ephemeral key) goes to Azure as it is: no proxy or Azure key
-	labelName    string // the metrics' route label, when not derived from the path
+	kind            routeKind
+	op              string // deployment routes: the operation ("chat/completions"); passthrough: the escaped rest of the path
+	opPath          string // op unescaped
+	model           string // engines: the model named in the path; models/{id}: the id; realtime: the query's model
+	family          apiFamily
+	chat            bool   // a chat or text completion: its stream gets OpenAI's shape (stream.go)
+	v1Preview       bool   // on /openai/v1/, Azure serves it as preview: api-version=preview unless the client names one
+	modelIn         string // where a JSON body names the model: "" at the top level, else in this top-level object
+	clientBearer    bool   // the client's Bearer token (a WebRTC ephemeral key) goes to Azure as it is: no proxy or Azure key
+	namesDeployment bool   // a passthrough route whose body's model names the deployment (bodyDeploymentOps)
+	labelName       string // the metrics' route label, when not derived from the path
 
 	rawQuery       string     // the client's query, as sent
 	query          url.Values // the same, parsed; nil when there is none
@@ -182,23 +183,42 @@ func resolveRoute(r *http.Request) (route, *apiError) {
 		if r.Method != http.MethodPost {
 			return rt, methodNotAllowed("POST")
 		}
-	case rt.kind == routePassthrough && rt.op == "realtime" && rt.upgrade:
+	case rt.kind == routePassthrough && rt.opPath == "realtime" && rt.upgrade:
 		// "Realtime API via WebSockets"; with call_id, an observer of a
 		// WebRTC call, which names no model ("Realtime API via WebRTC").
 		rt.kind, rt.model = routeRealtime, rt.query.Get("model")
 		if rt.model == "" && !rt.query.Has("call_id") {
 			return rt, missingModel()
 		}
-	case rt.clientBearer && r.Method != http.MethodPost:
-		return rt, methodNotAllowed("POST") // only the SDP offer goes without a key of the proxy's
-	case rt.kind == routePassthrough && rt.op == "responses" && rt.upgrade:
+	case rt.kind == routePassthrough && rt.opPath == "responses" && rt.upgrade:
 		// The Responses API's WebSocket mode ("Responses API", Microsoft Learn): v1 only.
 		rt.family = apiV1Only
-	case rt.kind == routePassthrough && (rt.op == "assistants" || rt.op == "threads" ||
-		strings.HasPrefix(rt.op, "assistants/") || strings.HasPrefix(rt.op, "threads/")):
-		return rt, assistantsRetired()
+	case rt.upgrade:
+		return rt, badRequest("websocket_not_supported", "",
+			"Websocket upgrades are accepted only on /v1/realtime and /v1/responses.")
+	case rt.clientBearer && r.Method != http.MethodPost:
+		return rt, methodNotAllowed("POST") // only the SDP offer goes without a key of the proxy's
+	case rt.kind == routePassthrough:
+		first, _, _ := strings.Cut(rt.opPath, "/")
+		if first == "assistants" || first == "threads" {
+			return rt, assistantsRetired()
+		}
+		rt.namesDeployment = r.Method == http.MethodPost && bodyDeploymentOps[rt.opPath]
 	}
 	return rt, nil
+}
+
+// bodyDeploymentOps are the operations without a deployment in the path
+// whose body's model names one (on POST): only on these does a model in the
+// body choose candidates. Every other such route goes to the default backend
+// whatever its body says: the model of a fine-tuning job is a base model, and
+// files, batches or vector stores live in one resource.
+var bodyDeploymentOps = map[string]bool{
+	"responses":               true, // "Responses API", dated preview and v1
+	"responses/compact":       true,
+	"videos":                  true, // Sora 2 create
+	"video/generations/jobs":  true, // Sora 1 create
+	"realtime/client_secrets": true, // in session.model
 }
 
 // v1APIVersions are the api-versions Azure takes on /openai/v1/ paths
@@ -260,6 +280,10 @@ func resolvePath(escapedPath string) (route, *apiError) {
 		return rt, nil
 	}
 	switch segments[0] {
+	case "deployments", "openai":
+		// Azure's own paths: the deployment would be the client's choice.
+		return route{}, newAPIError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
+			"Unknown request URL: "+shorten(escapedPath)+". The proxy serves OpenAI's paths: send POST /v1/chat/completions with the model in the body, not Azure's /deployments/… path.")
 	case "models":
 		switch len(segments) {
 		case 1:

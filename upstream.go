@@ -21,14 +21,16 @@ const apiV1 = "v1"
 // to the transport, which decides nothing but which candidate to try. It
 // holds the client's key: never log it.
 type upstreamCall struct {
-	route      route
-	table      *routeTable
-	model      *modelRoute // the model's configured candidates; nil: the default backend
-	deployment string      // with model nil: the client's model, used as the deployment name ("" if none)
-	clientKey  string
-	body       *bodyLease   // nil: no body
-	bodyModel  requestModel // where the body names the model, for the backends that read the deployment there
-	outcome    *requestOutcome
+	route            route
+	table            *routeTable
+	model            *modelRoute // the model's configured candidates; nil: the default backend
+	deployment       string      // with model nil: the client's model, used as the deployment name ("" if none)
+	clientKey        string
+	ephemeral        bool         // clientKey is a WebRTC ephemeral key: sent as the Bearer token, no key of the proxy's
+	body             *bodyLease   // nil: no body
+	bodyModel        requestModel // where the body names the model, for the backends that read the deployment there
+	placesDeployment bool         // each attempt names its candidate's deployment: only then do its failures cool the candidate down
+	outcome          *requestOutcome
 }
 
 type upstreamCallKey struct{}
@@ -56,8 +58,8 @@ func (c *upstreamCall) attempt(ctx context.Context, req *http.Request, cand cand
 	out.URL = azureURL(b, c.route, cand.deployment)
 	out.Host = ""
 	switch {
-	case c.route.clientBearer:
-		out.Header.Set("Authorization", "Bearer "+c.clientKey) // a WebRTC ephemeral key: Azure checks it
+	case c.ephemeral:
+		out.Header.Set("Authorization", "Bearer "+c.clientKey) // Azure checks it
 	case bearer != "":
 		out.Header.Set("Authorization", "Bearer "+bearer)
 	case b.apiKey != "":
@@ -162,6 +164,7 @@ func realtimeQuery(rt route, b *backend, deployment string, preview bool) string
 		}
 	}
 	if !preview {
+		q.Del("deployment") // the preview URL's name for it: the proxy names the deployment
 		if !rt.v1VersionGiven {
 			q.Del("api-version") // a dated one: the GA URL refuses it (realtime migration guide)
 		}

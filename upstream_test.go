@@ -155,8 +155,19 @@ func TestWebRTCCallKeepsTheEphemeralKey(t *testing.T) {
 			if resp, _ := p.do(t, "GET", "/v1/realtime/calls", http.Header{"Authorization": {"Bearer ek_ephemeral"}}, nil); resp.StatusCode != http.StatusMethodNotAllowed {
 				t.Errorf("GET with an ephemeral key: %d, want 405", resp.StatusCode)
 			}
+			if resp, _ := p.do(t, "POST", "/v1/realtime/calls", http.Header{"Authorization": {"Bearer ek_ephemeral"}, "Content-Type": {"application/sdp"}},
+				bytes.Repeat([]byte("a"), maxEphemeralBody+1)); resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Errorf("a 1 MiB offer: %d, want 413", resp.StatusCode)
+			}
 			if n := len(fake.take()); n != 0 {
 				t.Errorf("%d refused requests reached Azure", n)
+			}
+			if env["AZURE_OPENAI_PROXY_KEYS"] != "" {
+				// A proxy key is never sent on: the proxy's own key goes instead.
+				p.do(t, "POST", "/v1/realtime/calls", http.Header{"Authorization": {"Bearer proxy-key"}, "Content-Type": {"application/sdp"}}, []byte(sdpOffer))
+				if up := fake.only(t); up.Header.Get("Authorization") != "" || up.Header.Get("Api-Key") != "server-key" {
+					t.Errorf("with a proxy key: Authorization %q api-key %q", up.Header.Get("Authorization"), up.Header.Get("Api-Key"))
+				}
 			}
 		})
 	}
