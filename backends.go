@@ -139,6 +139,11 @@ func (t *routeTable) attachClientKeys(getenv func(string) string) error {
 	return nil
 }
 
+// open reports whether the proxy spends a credential of its own for anyone
+// who reaches it: a backend holds a key (or Entra ID) and clients need no
+// proxy key. Web pages and DNS rebinding are then kept out (exposure.go).
+func (t *routeTable) open() bool { return t.clientKeys == nil && t.anyCredential() }
+
 // anyCredential reports whether any backend authenticates itself; when none
 // does, every request needs the client's key.
 func (t *routeTable) anyCredential() bool {

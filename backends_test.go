@@ -332,6 +332,7 @@ func TestBackendKeysAndDefaultBackend(t *testing.T) {
 	// Without a client key: fine for a model whose backends have keys; 401 where the client's would be needed.
 	noKey := func(model string) int {
 		req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(`{"model":"`+model+`"}`))
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -7,39 +7,56 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // readBody buffers the request body in a buffer from pool, refusing one over
 // limit bytes without reading the rest: a declared Content-Length over the
 // limit is refused before any byte is read, a chunked body as soon as it
-// passes the limit. The caller returns the buffer to the pool.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64, pool *bodyPool) ([]byte, *apiError) {
+// passes the limit. A body that sends nothing for idle is cut off with 408.
+// The caller returns the buffer to the pool.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, idle time.Duration, pool *bodyPool) ([]byte, *apiError) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil, nil
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	var buf []byte
-	var err error
+	conn := http.NewResponseController(w)
+	defer conn.SetReadDeadline(time.Time{}) // the answer may stream for as long as it takes
+	body := &progressReader{src: http.MaxBytesReader(w, r.Body, limit), conn: conn, idle: idle}
+	max := limit
 	if r.ContentLength > 0 {
-		buf = pool.get(int(r.ContentLength))
-		if _, err = io.ReadFull(body, buf); err != nil {
-			pool.put(buf)
-		}
-	} else {
-		buf, err = pool.readAll(body)
+		max = r.ContentLength
 	}
+	buf, err := pool.readAll(body, max)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, tooLarge(limit)
 		}
+		if netErr, ok := errors.AsType[net.Error](err); ok && netErr.Timeout() {
+			return nil, newAPIError(http.StatusRequestTimeout, typeInvalidRequest, "request_timeout", "",
+				fmt.Sprintf("The request body stopped arriving: no byte for %s (AZURE_OPENAI_PROXY_BODY_TIMEOUT).", idle))
+		}
 		return nil, badRequest("invalid_body", "", "The request body could not be read completely.")
 	}
 	return buf, nil
+}
+
+// progressReader gives each read of the request body idle to bring a byte:
+// a body may take as long as it needs while it keeps coming.
+type progressReader struct {
+	src  io.Reader
+	conn *http.ResponseController
+	idle time.Duration
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	_ = p.conn.SetReadDeadline(time.Now().Add(p.idle)) // unsupported (tests' recorders): no deadline
+	return p.src.Read(b)
 }
 
 func tooLarge(limit int64) *apiError {

@@ -45,7 +45,7 @@ func TestReadBodyStopsAtTheLimit(t *testing.T) {
 			body := &countingReader{remaining: 64 << 20}
 			r := httptest.NewRequest("POST", "/v1/chat/completions", body)
 			r.ContentLength = tc.contentLength
-			_, e := readBody(httptest.NewRecorder(), r, limit, &bodyPool{})
+			_, e := readBody(httptest.NewRecorder(), r, limit, time.Minute, &bodyPool{})
 			if e == nil || e.Status != http.StatusRequestEntityTooLarge {
 				t.Fatalf("error = %v, want 413", e)
 			}

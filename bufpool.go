@@ -56,17 +56,37 @@ func (p *bodyPool) put(b []byte) {
 	p.classes[c].Put(&b)
 }
 
-// readAll reads r (of unknown length) into a pooled buffer, growing through the classes.
-func (p *bodyPool) readAll(r io.Reader) ([]byte, error) {
-	buf := p.get(1 << minPooledShift)[:0]
+// readAll reads r whole into a pooled buffer that grows through the classes
+// as bytes arrive, never past max: a client that announces a large body and
+// sends little holds little. max is the declared length, or the limit.
+func (p *bodyPool) readAll(r io.Reader, max int64) ([]byte, error) {
+	buf := p.get(int(min(max, 1<<minPooledShift)))[:0]
 	for {
-		if len(buf) == cap(buf) {
-			bigger := p.get(2 * cap(buf))
+		room := int(min(int64(cap(buf)), max))
+		if len(buf) == room {
+			if int64(room) >= max {
+				// Full: the body must end here.
+				var probe [1]byte
+				n, err := r.Read(probe[:])
+				switch {
+				case n > 0:
+					p.put(buf)
+					return nil, errBodyOverrun
+				case err == io.EOF:
+					return buf, nil
+				case err != nil:
+					p.put(buf)
+					return nil, err
+				}
+				continue
+			}
+			bigger := p.get(int(min(2*int64(cap(buf)), max)))
 			copy(bigger, buf)
 			p.put(buf)
 			buf = bigger[:len(buf)]
+			room = int(min(int64(cap(buf)), max))
 		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
+		n, err := r.Read(buf[len(buf):room])
 		buf = buf[:len(buf)+n]
 		if err == io.EOF {
 			return buf, nil
@@ -77,6 +97,9 @@ func (p *bodyPool) readAll(r io.Reader) ([]byte, error) {
 		}
 	}
 }
+
+// errBodyOverrun is a body longer than the reader's bound said it could be.
+var errBodyOverrun = errors.New("the body is longer than its declared length")
 
 var errBodyReleased = errors.New("request body read after the request ended")
 

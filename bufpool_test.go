@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -34,13 +35,13 @@ func TestBodyPoolReadAll(t *testing.T) {
 	var p bodyPool
 	for _, n := range []int{0, 1, 32 << 10, 32<<10 + 1, 300 << 10} {
 		want := bytes.Repeat([]byte("0123456789abcdef"), n/16+1)[:n]
-		got, err := p.readAll(io.MultiReader(bytes.NewReader(want[:n/2]), bytes.NewReader(want[n/2:])))
+		got, err := p.readAll(io.MultiReader(bytes.NewReader(want[:n/2]), bytes.NewReader(want[n/2:])), 1<<30)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("readAll of %d bytes: %d bytes, %v", n, len(got), err)
 		}
 		p.put(got)
 	}
-	if _, err := p.readAll(io.MultiReader(strings.NewReader("abc"), errReader{})); err == nil {
+	if _, err := p.readAll(io.MultiReader(strings.NewReader("abc"), errReader{}), 1<<30); err == nil {
 		t.Error("readAll hid a read error")
 	}
 }
@@ -134,5 +135,29 @@ func TestPooledBodiesNeverMix(t *testing.T) {
 	}
 	if n := len(fake.all()); n != 400 {
 		t.Errorf("fake saw %d requests, want 400", n)
+	}
+}
+
+// TestBodyBufferGrowsWithTheBytes: a body that announces 63 MiB and sends
+// 1 KiB holds about 1 KiB; one that fills the limit never holds more.
+func TestBodyBufferGrowsWithTheBytes(t *testing.T) {
+	p := &bodyPool{}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := p.readAll(io.MultiReader(bytes.NewReader(make([]byte, 1024)), errReader{}), 63<<20)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("the read error was lost")
+	}
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 1<<20 {
+		t.Errorf("1 KiB of a 63 MiB body allocated %d bytes", grown)
+	}
+	const limit = 24 << 20 // above the pooled classes
+	buf, err := p.readAll(bytes.NewReader(make([]byte, limit)), limit)
+	if err != nil || len(buf) != limit || cap(buf) > limit {
+		t.Errorf("a body of exactly the limit: len %d cap %d, %v; want cap <= %d", len(buf), cap(buf), err, limit)
+	}
+	if _, err := p.readAll(bytes.NewReader(make([]byte, 100)), 99); err != errBodyOverrun {
+		t.Errorf("a body longer than its bound: %v", err)
 	}
 }

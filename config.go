@@ -26,11 +26,15 @@ type Config struct {
 	RootCAs         *x509.CertPool // nil: the system's roots
 	MaxBodyBytes    int64
 	UpstreamTimeout time.Duration // for response headers; the body may then stream for as long as it takes
+	BodyTimeout     time.Duration // the longest a request body may pause
+	MaxConnections  int           // client connections served at once; beyond it, only health checks
 	ShutdownTimeout time.Duration
-	CORSOrigins     []string
+	CORSOrigins     []string         // none by default when the proxy is open (routeTable.open)
+	AllowedHosts    []string         // Host values an open proxy answers besides IP literals and localhost
 	LogFormat       string           // "text" or "json"
 	Now             func() time.Time // nil: time.Now; tests set a clock
 	RawStream       bool             // pass Azure's chat streams as they are, without dropping the chunks OpenAI never sends
+	MaxEventBytes   int              // the largest streamed event the filter holds whole
 	RealtimePreview bool             // realtime websockets of dated backends go to the preview URL
 	Entra           *entraCredential // nil when the environment describes no usable token source
 	entraErr        error            // why Entra is nil
@@ -62,10 +66,14 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_CA_FILE", "", "PEM file of extra CA certificates to trust upstream (a gateway with a private CA)"},
 		{"AZURE_OPENAI_PROXY_MAX_BODY", "67108864", "largest request body in bytes (64 MiB); larger ones get 413"},
 		{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT", "10m", "how long to wait for Azure's response headers; then 504"},
+		{"AZURE_OPENAI_PROXY_BODY_TIMEOUT", "30s", "how long a request body may send nothing; then 408"},
+		{"AZURE_OPENAI_PROXY_MAX_CONNECTIONS", "4096", "client connections at once; beyond, 503 for all but /healthz and /readyz"},
 		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
-		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated"},
+		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated (none by default when the proxy holds a key and requires none)"},
+		{"AZURE_OPENAI_PROXY_ALLOWED_HOSTS", "", "when the proxy holds a key and requires none: Host names it answers besides IP literals and localhost"},
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
 		{"AZURE_OPENAI_PROXY_METRICS_ADDRESS", "", "a separate listener for /metrics, /healthz and /readyz (then /metrics is not on the API port)"},
+		{"AZURE_OPENAI_PROXY_MAX_EVENT", "1048576", "largest streamed event the stream filter holds (1 MiB); past it the stream passes unfiltered"},
 		{"AZURE_OPENAI_PROXY_RAW_STREAM", "0", "1: pass chat streams as Azure sends them, empty-choices and annotation-only chunks included"},
 		{"AZURE_OPENAI_PROXY_REALTIME_PREVIEW", "0", "1: realtime websockets of dated backends use the preview URL (/openai/realtime?api-version=…&deployment=…, deprecated by Azure), for regions without the GA one"},
 	}
@@ -187,7 +195,24 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	if cfg.ShutdownTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT"); err != nil {
 		return cfg, err
 	}
-	for o := range strings.SplitSeq(envOr(getenv, "AZURE_OPENAI_PROXY_CORS_ORIGINS"), ",") {
+	if cfg.BodyTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_BODY_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	maxEvent := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_EVENT")
+	if cfg.MaxEventBytes, err = strconv.Atoi(maxEvent); err != nil || cfg.MaxEventBytes <= 0 {
+		return cfg, settingError("AZURE_OPENAI_PROXY_MAX_EVENT", "%q is not a positive number of bytes", maxEvent)
+	}
+	maxConns := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_CONNECTIONS")
+	if cfg.MaxConnections, err = strconv.Atoi(maxConns); err != nil || cfg.MaxConnections <= 0 {
+		return cfg, settingError("AZURE_OPENAI_PROXY_MAX_CONNECTIONS", "%q is not a positive number", maxConns)
+	}
+	corsOrigins := envOr(getenv, "AZURE_OPENAI_PROXY_CORS_ORIGINS")
+	if strings.TrimSpace(getenv("AZURE_OPENAI_PROXY_CORS_ORIGINS")) == "" && cfg.Routes.open() {
+		// A proxy that spends its own credential for anyone who reaches
+		// it lets no web page call it unless the operator says which.
+		corsOrigins = ""
+	}
+	for o := range strings.SplitSeq(corsOrigins, ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
 		}
@@ -198,6 +223,11 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	}
 	if cfg.RawStream, err = parseSwitch(getenv, "AZURE_OPENAI_PROXY_RAW_STREAM"); err != nil {
 		return cfg, err
+	}
+	for h := range strings.SplitSeq(getenv("AZURE_OPENAI_PROXY_ALLOWED_HOSTS"), ",") {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			cfg.AllowedHosts = append(cfg.AllowedHosts, h)
+		}
 	}
 	switch cfg.LogFormat = envOr(getenv, "AZURE_OPENAI_PROXY_LOG_FORMAT"); cfg.LogFormat {
 	case "text", "json":

@@ -31,6 +31,9 @@ const corsExposedHeaders = "apim-request-id, x-request-id, x-ms-region, retry-af
 	"x-ratelimit-remaining-tokens, x-ratelimit-reset-requests, x-ratelimit-reset-tokens, " +
 	"openai-processing-ms, openai-version, location"
 
+// allows reports whether a page at origin may call the proxy.
+func (p corsPolicy) allows(origin string) bool { return p.anyOrigin || p.origins[origin] }
+
 // setHeaders adds the CORS headers for r's origin to h, and reports whether the origin is allowed.
 func (p corsPolicy) setHeaders(h http.Header, r *http.Request) bool {
 	origin := r.Header.Get("Origin")

@@ -349,3 +349,77 @@ func TestSIGTERMMidStream(t *testing.T) {
 		t.Fatal("process did not exit after its last stream finished")
 	}
 }
+
+// rawRequest writes head (and any body bytes) on a new connection and
+// returns the connection and a reader of the answer.
+func rawRequest(t *testing.T, proxyURL, head string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(proxyURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(failsafe))
+	return conn, bufio.NewReader(conn)
+}
+
+// TestBodiesThatNeverFinish: a body that stops arriving gets 408; a request
+// refused before its body is read gets its answer at once, not after a body
+// that never comes.
+func TestBodiesThatNeverFinish(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_BODY_TIMEOUT": "200ms"})
+	_, br := rawRequest(t, p.URL, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("a stalled body: %v %v, want 408", resp, err)
+	}
+	chunked := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"mod\r\n"
+	_, br = rawRequest(t, p.URL, chunked)
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("a stalled chunked body: %v %v, want 408", resp, err)
+	}
+
+	keys := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_KEYS": "proxy-key", "AZURE_OPENAI_API_KEY": "server-key"})
+	for _, head := range []string{
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+		"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+	} {
+		_, br := rawRequest(t, keys.URL, head)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a keyless request with a stalled body: %v %v, want 401 at once", resp, err)
+		}
+	}
+	if n := len(fake.all()); n != 0 {
+		t.Errorf("%d requests reached Azure", n)
+	}
+}
+
+// TestConnectionCap: past AZURE_OPENAI_PROXY_MAX_CONNECTIONS a connection
+// gets 503 for anything but the health checks.
+func TestConnectionCap(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_MAX_CONNECTIONS": "2"})
+	// Two connections the server has accepted (each answered once), kept open.
+	for range 2 {
+		_, br := rawRequest(t, p.URL, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatal(resp, err)
+		}
+	}
+	_, br := rawRequest(t, p.URL, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("readiness past the cap: %v %v, want 200", resp, err)
+	}
+	_, br = rawRequest(t, p.URL, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"model\":\"gpt\"} ")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("a request past the cap: %v %v, want 503 with Retry-After", resp, err)
+	}
+	if n := len(fake.all()); n != 0 {
+		t.Errorf("%d requests reached Azure", n)
+	}
+}

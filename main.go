@@ -72,10 +72,11 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // ShutdownTimeout to finish before their connections are closed. With a
 // config file, SIGHUP reloads it.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	tcpLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
 	}
+	ln := &connLimiter{Listener: tcpLn, max: int64(cfg.MaxConnections)}
 	state := &serverState{}
 	state.ready.Store(true)
 	state.routes.Store(cfg.Routes)
@@ -85,6 +86,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		MaxHeaderBytes:    1 << 20,
+		ConnContext:       ln.connContext,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 		// No WriteTimeout: a completion may stream for many minutes.
 	}
@@ -143,22 +145,19 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 }
 
 // warnIfOpen warns when the proxy holds Azure credentials of its own but lets
-// anyone who can reach it use them.
+// anyone who can reach it use them: on loopback too, where every program on
+// the host (and, but for exposure.go's checks, every web page) can.
 func warnIfOpen(cfg Config, addr net.Addr, logger *slog.Logger) {
-	if cfg.Routes.clientKeys != nil {
+	if !cfg.Routes.open() {
 		return
 	}
-	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
-		return
+	reach := "every program on this host"
+	if tcp, ok := addr.(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+		reach = "anyone who can connect to " + addr.String()
 	}
-	for _, b := range cfg.Routes.backends {
-		if b.hasCredential() {
-			logger.Warn("OPEN PROXY: this proxy sends its own Azure credential for every request, and requires no client key, "+
-				"on an address others can reach. Anyone who can connect can use your Azure quota. "+
-				"Set AZURE_OPENAI_PROXY_KEYS (or _FILE), or listen on 127.0.0.1.", "listen", addr.String(), "backend", b.name)
-			return
-		}
-	}
+	logger.Warn("OPEN PROXY: this proxy sends its own Azure credential for every request and requires no client key, so "+
+		reach+" can use your Azure quota. Set AZURE_OPENAI_PROXY_KEYS (or _FILE) unless that is what you want; web pages are "+
+		"kept out (no CORS origins unless AZURE_OPENAI_PROXY_CORS_ORIGINS names them, Host checked).", "listen", addr.String())
 }
 
 // reloadRoutes re-reads the configuration: a valid one replaces the route

@@ -16,6 +16,7 @@ type requestOutcome struct {
 	model      string // as the client named it: arbitrary bytes until settled
 	modelValid bool   // model is a valid deployment name
 	configured bool   // the model is in the route table
+	bodyRead   bool   // the request body was read whole
 
 	// Written by the transport and the response taps.
 	backend, deployment string // of the last attempt

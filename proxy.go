@@ -63,6 +63,14 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "") {
 		return
 	}
+	if overCapacity(r.Context()) {
+		w.Header().Set("Connection", "close")
+		e := newAPIError(http.StatusServiceUnavailable, typeServer, "server_busy", "",
+			"The proxy holds as many connections as it serves at once (AZURE_OPENAI_PROXY_MAX_CONNECTIONS); retry shortly.")
+		e.header = http.Header{"Retry-After": {"1"}}
+		writeError(w, e)
+		return
+	}
 
 	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions, start: time.Now()}
 	outcome := &requestOutcome{route: "unknown"}
@@ -85,6 +93,12 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := h.serveAPI(rec, r, outcome); e != nil {
+		if !outcome.bodyRead && r.ContentLength != 0 {
+			// Refused before its body was read: answer now and close,
+			// rather than let the server wait to drain a body that may
+			// never come.
+			rec.Header().Set("Connection", "close")
+		}
 		writeError(rec, e)
 	}
 }
@@ -101,6 +115,9 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //     and modifyResponse shapes the answer.
 func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome *requestOutcome) *apiError {
 	table := h.state.routes.Load() // this request's configuration, even if a reload comes
+	if e := h.checkExposure(r, table); e != nil {
+		return e
+	}
 	rt, e := resolveRoute(r)
 	if e != nil {
 		return e
@@ -113,14 +130,18 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 	if rt.answeredByProxy() {
 		return h.serveModels(w, table, rt)
 	}
+	if e := checkContentType(rt, table, r); e != nil {
+		return e
+	}
 	limit := h.cfg.MaxBodyBytes
 	if ephemeral {
 		limit = min(limit, maxEphemeralBody) // no key of the proxy's vouches for this client
 	}
-	data, e := readBody(w, r, limit, h.bodies)
+	data, e := readBody(w, r, limit, h.cfg.BodyTimeout, h.bodies)
 	if e != nil {
 		return e
 	}
+	outcome.bodyRead = true
 	// Whatever happens below, the buffer goes back to the pool once the
 	// request is over: the lease owns it from here.
 	body := &bodyLease{buf: data, size: len(data), pool: h.bodies}
@@ -180,7 +201,10 @@ func (h *proxyHandler) modifyResponse(resp *http.Response) error {
 	}
 	switch contentType := resp.Header.Get("Content-Type"); {
 	case hasMediaType(contentType, "text/event-stream"):
-		resp.Body = newEventFilter(resp.Body, call.route.chat && !h.cfg.RawStream, &call.outcome.usage)
+		resp.Body = newEventFilter(resp.Body, call.route.chat && !h.cfg.RawStream, &call.outcome.usage, h.cfg.MaxEventBytes, func() {
+			h.log.Warn("a streamed event is larger than AZURE_OPENAI_PROXY_MAX_EVENT: the rest of the stream passes unfiltered",
+				"max_event", h.cfg.MaxEventBytes, "backend", call.outcome.backend)
+		})
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
 	case hasMediaType(contentType, "application/json"):

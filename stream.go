@@ -100,6 +100,9 @@ func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
 	return nil, false
 }
 
+// pending is the size of the event not yet complete.
+func (s *sseSplitter) pending() int { return s.end - s.start }
+
 // rest returns what remains, an event the stream ended inside of.
 func (s *sseSplitter) rest() []byte {
 	r := s.mem[s.start:s.end]
@@ -110,20 +113,31 @@ func (s *sseSplitter) rest() []byte {
 
 // eventFilter wraps an event stream from Azure: it notes the token usage the
 // stream reports and, with drop, drops the chunks that OpenAI never sends.
+// An event longer than maxEvent is not held: from there on the stream passes
+// as it comes, unfiltered, and overflow is called once.
 type eventFilter struct {
-	src   io.ReadCloser
-	drop  bool
-	usage *tokenUsage
-	split sseSplitter
-	out   []byte // kept events not yet read
-	err   error
+	src      io.ReadCloser
+	drop     bool
+	usage    *tokenUsage
+	maxEvent int
+	overflow func()
+	raw      bool // past an event over maxEvent: pass the rest as it comes
+	split    sseSplitter
+	out      []byte // kept events not yet read
+	err      error
 }
 
-func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage) *eventFilter {
-	return &eventFilter{src: src, drop: drop, usage: usage}
+func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage, maxEvent int, overflow func()) *eventFilter {
+	return &eventFilter{src: src, drop: drop, usage: usage, maxEvent: maxEvent, overflow: overflow}
 }
 
 func (f *eventFilter) Read(p []byte) (int, error) {
+	if f.raw && len(f.out) == 0 {
+		if f.err != nil {
+			return 0, f.err
+		}
+		return f.src.Read(p)
+	}
 	for len(f.out) == 0 {
 		if f.err != nil {
 			f.out = append(f.out, f.split.rest()...) // an unfinished last event passes as it came
@@ -147,6 +161,14 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			if keep || !f.drop {
 				f.out = append(f.out, event...)
 			}
+		}
+		if f.split.pending() > f.maxEvent && f.err == nil {
+			f.raw = true
+			f.out = append(f.out, f.split.rest()...)
+			if f.overflow != nil {
+				f.overflow()
+			}
+			break
 		}
 	}
 	n := copy(p, f.out)

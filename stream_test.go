@@ -109,10 +109,42 @@ func TestEventFilterWholeStream(t *testing.T) {
 		"one byte":   iotest.OneByteReader(strings.NewReader(in)),
 		"half reads": iotest.HalfReader(strings.NewReader(in)),
 	} {
-		got, err := io.ReadAll(newEventFilter(io.NopCloser(r), true, nil))
+		got, err := io.ReadAll(newEventFilter(io.NopCloser(r), true, nil, 1<<20, nil))
 		if err != nil || string(got) != want {
 			t.Errorf("%s: %v\n got %q\nwant %q", name, err, got, want)
 		}
+	}
+}
+
+// TestLongEventPassesUnheld: an event larger than the cap is not held: the
+// client gets its bytes as they come, and the stream is unfiltered after it.
+func TestLongEventPassesUnheld(t *testing.T) {
+	pr, pw := io.Pipe()
+	overflows := 0
+	f := newEventFilter(pr, true, nil, 1024, func() { overflows++ })
+	go func() {
+		pw.Write([]byte(contentChunk))
+		pw.Write([]byte("data: " + strings.Repeat("x", 4096))) // no end yet
+	}()
+	buf := make([]byte, 8192)
+	var got []byte
+	for len(got) < len(contentChunk)+1024 {
+		n, err := f.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, buf[:n]...)
+	}
+	if !strings.HasPrefix(string(got), contentChunk+"data: xxx") || overflows != 1 {
+		t.Fatalf("got %d bytes (%q…), %d overflows", len(got), got[:min(len(got), 80)], overflows)
+	}
+	go func() {
+		pw.Write([]byte("\n\n" + azureFirstChunk))
+		pw.Close()
+	}()
+	rest, _ := io.ReadAll(f)
+	if !strings.HasSuffix(string(rest), azureFirstChunk) {
+		t.Errorf("after the long event the stream is not passed as it came: %q", rest)
 	}
 }
 
@@ -140,10 +172,18 @@ func FuzzSSESplitter(f *testing.F) {
 		if strings.Join(whole, "")+wholeRest != string(data) {
 			t.Fatalf("the events and the rest do not add up to the input")
 		}
-		a, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(data)), true, nil))
-		b, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...)), true, nil))
+		a, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(data)), true, nil, 1<<20, nil))
+		b, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...)), true, nil, 1<<20, nil))
 		if !bytes.Equal(a, b) {
 			t.Fatalf("filtered output depends on read boundaries")
+		}
+		// With a small cap the filter gives up on a long event and passes
+		// the rest as it comes: what it dropped before is what the
+		// uncapped filter drops too, and no byte is lost or added after.
+		capped, _ := io.ReadAll(newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...)), true, nil, 64, nil))
+		again, _ := io.ReadAll(newEventFilter(io.NopCloser(bytes.NewReader(capped)), true, nil, 1<<20, nil))
+		if !bytes.Equal(again, a) {
+			t.Fatalf("the capped filter lost or changed bytes:\n in %q\nout %q", data, capped)
 		}
 	})
 }

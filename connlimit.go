@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// connLimiter counts the client connections the server holds. A connection
+// past max is still accepted, so that health checks keep answering, but the
+// handler gives it nothing else (503), and it gets a short deadline to send
+// its request: many slow or idle clients cannot take the process's file
+// descriptors and memory from the rest.
+type connLimiter struct {
+	net.Listener
+	max  int64
+	open atomic.Int64
+}
+
+// overCapacityGrace is how long a connection past the limit has to send its request.
+const overCapacityGrace = 5 * time.Second
+
+type overCapacityKey struct{}
+
+func (l *connLimiter) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedConn{Conn: c, limiter: l, over: l.open.Add(1) > l.max}, nil
+}
+
+// connContext marks the requests of a connection past the limit.
+func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Context {
+	if cc, ok := c.(*countedConn); ok && cc.over {
+		_ = c.SetReadDeadline(time.Now().Add(overCapacityGrace))
+		return context.WithValue(ctx, overCapacityKey{}, true)
+	}
+	return ctx
+}
+
+func overCapacity(ctx context.Context) bool {
+	over, _ := ctx.Value(overCapacityKey{}).(bool)
+	return over
+}
+
+type countedConn struct {
+	net.Conn
+	limiter *connLimiter
+	over    bool
+	once    sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.limiter.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// CloseWrite lets ReverseProxy pass one side's end of a websocket stream to the other.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
