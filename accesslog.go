@@ -62,7 +62,7 @@ func (r *responseRecorder) Unwrap() http.ResponseWriter { return r.ResponseWrite
 func logAccess(log *slog.Logger, r *http.Request, respHeader http.Header, o *requestOutcome) {
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", shownPath(r.URL.Path)),
 		slog.Int("status", o.status),
 		slog.Duration("duration", o.total),
 		slog.Int64("bytes", o.bytes),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"net/url"
 	"strings"
 	"sync"
@@ -77,10 +78,11 @@ type routeTable struct {
 	backendNames   []string // configured order
 	defaultBackend *backend
 	models         map[string]*modelRoute
-	modelNames     []string    // configured order, for GET /v1/models
-	maxAttempts    int         // 0: one per candidate, at most maxAttemptsCap
-	clientKeys     *clientKeys // nil: clients are not checked
-	source         string      // "environment" or the config file's path, for logs
+	modelNames     []string     // configured order, for GET /v1/models
+	maxAttempts    int          // 0: one per candidate, at most maxAttemptsCap
+	clientKeys     *clientKeys  // nil: clients are not checked
+	source         string       // "environment" or the config file's path, for logs
+	files          *sourceFiles // the files it was built from
 }
 
 const maxAttemptsCap = 5
@@ -125,7 +127,7 @@ func (t *routeTable) needsClientKey(m *modelRoute) bool {
 // serve clients who present only a proxy key.
 func (t *routeTable) attachClientKeys(getenv func(string) string) error {
 	var err error
-	if t.clientKeys, err = loadClientKeys(getenv); err != nil {
+	if t.clientKeys, err = loadClientKeys(getenv, t.files); err != nil {
 		return err
 	}
 	if t.clientKeys != nil {
@@ -175,15 +177,17 @@ func (b *backend) authMode() string {
 	return "client-key"
 }
 
-// endpointNotes are what parseEndpoint changed in the configured endpoints.
-func (t *routeTable) endpointNotes() []string {
-	var notes []string
+// logNotes logs, after the table's summary line, what parseEndpoint changed
+// in the configured endpoints, and the warnings about its files.
+func (t *routeTable) logNotes(logger *slog.Logger) {
 	for _, name := range t.backendNames {
 		if n := t.backends[name].endpointNote; n != "" {
-			notes = append(notes, "backend "+name+": "+n)
+			logger.Info("backend " + name + ": " + n)
 		}
 	}
-	return notes
+	for _, w := range t.files.warnings {
+		logger.Warn(w)
+	}
 }
 
 // summary describes the table for the start-up and reload log lines; no key.

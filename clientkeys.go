@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"os"
 	"strings"
 )
 
@@ -32,15 +31,20 @@ func (k *clientKeys) allows(key string) bool {
 // loadClientKeys reads AZURE_OPENAI_PROXY_KEYS (comma-separated) and
 // AZURE_OPENAI_PROXY_KEYS_FILE (one per line; blank lines and # comments
 // skipped). nil when neither names a key: then clients are not checked.
-func loadClientKeys(getenv func(string) string) (*clientKeys, error) {
+func loadClientKeys(getenv func(string) string, files *sourceFiles) (*clientKeys, error) {
 	var keys []string
-	for k := range strings.SplitSeq(getenv("AZURE_OPENAI_PROXY_KEYS"), ",") {
+	listed := getenv("AZURE_OPENAI_PROXY_KEYS")
+	for k := range strings.SplitSeq(listed, ",") {
 		if k = strings.TrimSpace(k); k != "" {
 			keys = append(keys, k)
 		}
 	}
+	if listed != "" && len(keys) == 0 {
+		// Set, but to nothing: refused, or it would turn client keys off.
+		return nil, settingError("AZURE_OPENAI_PROXY_KEYS", "is set but holds no key")
+	}
 	if path := strings.TrimSpace(getenv("AZURE_OPENAI_PROXY_KEYS_FILE")); path != "" {
-		data, err := os.ReadFile(path)
+		data, err := files.read(path, true)
 		if err != nil {
 			return nil, settingError("AZURE_OPENAI_PROXY_KEYS_FILE", "cannot read %s: %v", path, unwrapPathError(err))
 		}
@@ -86,7 +90,7 @@ func authorize(table *routeTable, h http.Header, rt route) (key string, ephemera
 		}
 		return "", false, nil // a proxy key, not an Azure key: it goes no further
 	}
-	if key == "" && (rt.answeredByProxy() || !table.anyCredential()) {
+	if key == "" && !table.anyCredential() {
 		return "", false, missingKey()
 	}
 	return key, false, nil

@@ -113,3 +113,51 @@ func TestOpenProxyWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyFilesReloadedWhenTheyChange: no signal needed (the scratch image has
+// no kill; a Kubernetes Secret update swaps the file behind a symlink); a key
+// file every user can read is warned about.
+func TestKeyFilesReloadedWhenTheyChange(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	os.WriteFile(filepath.Join(dir, "v1"), []byte("old-key\n"), 0o644)
+	os.Symlink(filepath.Join(dir, "v1"), keys)
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_KEYS_FILE": keys, "AZURE_OPENAI_API_KEY": "server",
+		"AZURE_OPENAI_PROXY_RELOAD_INTERVAL": "50ms"})
+	if !strings.Contains(p.logs.String(), "readable by every user") {
+		t.Errorf("no warning for a key file of mode 0644:\n%s", p.logs)
+	}
+	status := func(key string) int {
+		resp, _ := p.do(t, "POST", "/v1/embeddings", http.Header{"Api-Key": {key}, "Content-Type": {"application/json"}}, []byte(`{"model":"e"}`))
+		return resp.StatusCode
+	}
+	if status("old-key") != 200 || status("new-key") != 401 {
+		t.Fatal("before the change")
+	}
+	os.WriteFile(filepath.Join(dir, "v2"), []byte("new-key\n"), 0o600)
+	os.Rename(filepath.Join(dir, "v2"), filepath.Join(dir, "v1.tmp"))
+	os.Remove(keys)
+	os.Symlink(filepath.Join(dir, "v1.tmp"), keys)
+	waitForLog(t, p, "configuration reloaded")
+	if status("old-key") != 401 || status("new-key") != 200 {
+		t.Error("after the change the file's new keys should be the only ones")
+	}
+	// A file that breaks is refused once and the keys in force stay.
+	os.Remove(keys)
+	waitForLog(t, p, "reload rejected")
+	if status("new-key") != 200 {
+		t.Error("a refused reload changed the keys")
+	}
+}
+
+// TestSIGHUPWithNothingToReload: Go's default for SIGHUP ends the process;
+// the proxy keeps serving and says why nothing happened.
+func TestSIGHUPWithNothingToReload(t *testing.T) {
+	p := startProxy(t, newFakeAzure(t, fakeTLS, nil), nil)
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	waitForLog(t, p, "nothing to reload")
+	if resp, _ := p.do(t, "GET", "/healthz", nil, nil); resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+}

@@ -27,6 +27,7 @@ type Config struct {
 	MaxBodyBytes    int64
 	UpstreamTimeout time.Duration // for response headers; the body may then stream for as long as it takes
 	BodyTimeout     time.Duration // the longest a request body may pause
+	ReloadInterval  time.Duration // how often the config and key files are checked for changes
 	MaxConnections  int           // client connections served at once; beyond it, only health checks
 	ShutdownTimeout time.Duration
 	CORSOrigins     []string         // none by default when the proxy is open (routeTable.open)
@@ -67,6 +68,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_MAX_BODY", "67108864", "largest request body in bytes (64 MiB); larger ones get 413"},
 		{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT", "10m", "how long to wait for Azure's response headers; then 504"},
 		{"AZURE_OPENAI_PROXY_BODY_TIMEOUT", "30s", "how long a request body may send nothing; then 408"},
+		{"AZURE_OPENAI_PROXY_RELOAD_INTERVAL", "5s", "how often the config file and key files are checked; a change reloads them"},
 		{"AZURE_OPENAI_PROXY_MAX_CONNECTIONS", "4096", "client connections at once; beyond, 503 for all but /healthz and /readyz"},
 		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
 		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated (none by default when the proxy holds a key and requires none)"},
@@ -196,6 +198,9 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 		return cfg, err
 	}
 	if cfg.BodyTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_BODY_TIMEOUT"); err != nil {
+		return cfg, err
+	}
+	if cfg.ReloadInterval, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_RELOAD_INTERVAL"); err != nil {
 		return cfg, err
 	}
 	maxEvent := envOr(getenv, "AZURE_OPENAI_PROXY_MAX_EVENT")

@@ -24,6 +24,8 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{map[string]string{"AZURE_OPENAI_ENDPOINT": "https://res/%zz"}, nil, []string{"AZURE_OPENAI_ENDPOINT"}},
 		{map[string]string{"AZURE_OPENAI_ENDPOINT": "https://user:pw@res"}, nil, []string{"AZURE_OPENAI_ENDPOINT", "user:xxxxx@"}},
 		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4=gpt4,gpt-35-turbo"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"gpt-35-turbo"`}},
+		// Set to no key at all: refused, not read as "no client keys".
+		{map[string]string{"AZURE_OPENAI_PROXY_KEYS": " , ", "AZURE_OPENAI_API_KEY": "k"}, nil, []string{"AZURE_OPENAI_PROXY_KEYS", "holds no key"}},
 		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "gpt-4=gpt/4"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"gpt-4=gpt/4"`}},
 		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "=x"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"=x"`}},
 		{map[string]string{"AZURE_OPENAI_MODEL_MAPPER": "a=b,a=c"}, nil, []string{"AZURE_OPENAI_MODEL_MAPPER", `"a=c"`}},

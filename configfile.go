@@ -52,11 +52,12 @@ type member struct {
 
 // loadRouteTable reads the configuration file at path.
 func loadRouteTable(path string, getenv func(string) string) (*routeTable, error) {
-	data, err := os.ReadFile(path)
+	files := newSourceFiles()
+	data, err := files.read(path, false)
 	if err != nil {
 		return nil, &configError{msg: fmt.Sprintf("config %s: cannot read it: %v", path, unwrapPathError(err))}
 	}
-	p := configParser{file: path, getenv: getenv}
+	p := configParser{file: path, getenv: getenv, files: files}
 	t, err := p.parse(data)
 	if err != nil {
 		return nil, &configError{msg: err.Error()}
@@ -67,6 +68,7 @@ func loadRouteTable(path string, getenv func(string) string) (*routeTable, error
 type configParser struct {
 	file   string
 	getenv func(string) string
+	files  *sourceFiles // every file read, for the table
 }
 
 func (p *configParser) errorf(path, format string, args ...any) error {
@@ -131,7 +133,7 @@ func (p *configParser) parse(data []byte) (*routeTable, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &routeTable{backends: map[string]*backend{}, source: p.file}
+	t := &routeTable{backends: map[string]*backend{}, source: p.file, files: p.files}
 	fields := map[string]json.RawMessage{}
 	for _, m := range members {
 		fields[m.key] = m.value
@@ -265,7 +267,7 @@ func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, pre
 			return nil, p.errorf(join(path, "api_key_env"), "the environment variable %s is not set", keyEnv)
 		}
 	case keyFile != "":
-		data, err := os.ReadFile(keyFile)
+		data, err := p.files.read(keyFile, true)
 		if err != nil {
 			return nil, p.errorf(join(path, "api_key_file"), "cannot read %s: %v", keyFile, unwrapPathError(err))
 		}

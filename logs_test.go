@@ -144,3 +144,20 @@ func TestCancelledStreamIsRecorded(t *testing.T) {
 		}
 	}
 }
+
+// TestLongPathsCut: a client's path is cut to 256 bytes in the log and in
+// error bodies.
+func TestLongPathsCut(t *testing.T) {
+	p := startProxy(t, newFakeAzure(t, fakeTLS, nil), nil)
+	long := "/" + strings.Repeat("a", 5000) // not a route: 404, and the path is in the message
+	resp, body := p.do(t, "GET", long, http.Header{"Authorization": {"Bearer " + testKey}}, nil)
+	if resp.StatusCode != 404 || len(body) > 1000 {
+		t.Errorf("%d, %d-byte error body", resp.StatusCode, len(body))
+	}
+	p.shutdown(t)
+	for _, line := range strings.Split(p.logs.String(), "\n") {
+		if len(line) > 1000 {
+			t.Errorf("a %d-byte log line", len(line))
+		}
+	}
+}

@@ -70,7 +70,8 @@ func newLogger(format string, w io.Writer) *slog.Logger {
 // serve listens and serves until ctx is done, then drains: readiness turns
 // 503, the listener closes, and in-flight requests and streams get up to
 // ShutdownTimeout to finish before their connections are closed. With a
-// config file, SIGHUP reloads it.
+// config file or a keys file, SIGHUP, or a change to one of its files,
+// reloads them.
 func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	tcpLn, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -104,16 +105,18 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		started = append(started, "metrics_listen", opsLn.Addr().String())
 	}
 	logger.Info("azure-openai-proxy started", append(started, cfg.Routes.summary()...)...)
-	for _, note := range cfg.Routes.endpointNotes() {
-		logger.Info(note)
-	}
+	cfg.Routes.logNotes(logger)
 
 	warnIfOpen(cfg, ln.Addr(), logger)
+	// A SIGHUP never ends the process (Go's default for it): with files to
+	// read it reloads them; without, it says so. Changed files are noticed
+	// without it too, every ReloadInterval.
 	reload := make(chan os.Signal, 1)
-	if cfg.ConfigFile != "" || cfg.Env("AZURE_OPENAI_PROXY_KEYS_FILE") != "" {
-		signal.Notify(reload, syscall.SIGHUP)
-		defer signal.Stop(reload)
-	}
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	poll := time.NewTicker(cfg.ReloadInterval)
+	defer poll.Stop()
+	rejected := "" // the files' state a reload was last refused for: not tried again until they change
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	for running := true; running; {
@@ -121,7 +124,21 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		case err := <-served:
 			return err
 		case <-reload:
+			if cfg.ConfigFile == "" && cfg.Env("AZURE_OPENAI_PROXY_KEYS_FILE") == "" {
+				logger.Info("SIGHUP: nothing to reload (no config file or keys file); serving on")
+				continue
+			}
 			reloadRoutes(cfg, state, logger)
+		case <-poll.C:
+			files := state.routes.Load().files
+			now := files.state(true)
+			if now == files.state(false) || now == rejected {
+				continue
+			}
+			logger.Info("configuration files changed; reloading")
+			if !reloadRoutes(cfg, state, logger) {
+				rejected = now
+			}
 		case <-ctx.Done():
 			running = false
 		}
@@ -163,17 +180,16 @@ func warnIfOpen(cfg Config, addr net.Addr, logger *slog.Logger) {
 // reloadRoutes re-reads the configuration: a valid one replaces the route
 // table at once (requests in flight finish on the old one); an invalid one is
 // logged and the old table stays.
-func reloadRoutes(cfg Config, state *serverState, logger *slog.Logger) {
+func reloadRoutes(cfg Config, state *serverState, logger *slog.Logger) bool {
 	table, err := cfg.loadRoutes()
 	if err != nil {
 		logger.Error("reload rejected; the previous configuration stays", "error", err.Error())
-		return
+		return false
 	}
 	state.routes.Store(table)
 	logger.Info("configuration reloaded", table.summary()...)
-	for _, note := range table.endpointNotes() {
-		logger.Info(note)
-	}
+	table.logNotes(logger)
+	return true
 }
 
 // healthcheck asks the instance listening on listen for /healthz: the scratch

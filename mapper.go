@@ -54,7 +54,8 @@ func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &routeTable{backends: map[string]*backend{b.name: b}, backendNames: []string{b.name}, defaultBackend: b, source: "environment"}
+	t := &routeTable{backends: map[string]*backend{b.name: b}, backendNames: []string{b.name}, defaultBackend: b, source: "environment",
+		files: newSourceFiles()}
 	if err := t.addMapperModels(getenv); err != nil {
 		return nil, err
 	}

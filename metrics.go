@@ -63,10 +63,11 @@ func (m *metrics) record(o *requestOutcome) {
 	model, deployment := o.shownModel, o.deployment
 	if !o.configured {
 		// Unconfigured models are used as deployment names; only one Azure
-		// has answered for gets a value of its own, and only so many. Azure's
-		// own status counts: a stream the client cut short was still served.
+		// has answered for, as the deployment the proxy named, gets a value
+		// of its own, and only so many. Azure's own status counts: a stream
+		// the client cut short was still served.
 		known := m.models[model]
-		if !known && model != "" && o.upstreamStatus/100 == 2 && len(m.models) < maxSeenModels {
+		if !known && model != "" && o.deploymentChosen && o.upstreamStatus/100 == 2 && len(m.models) < maxSeenModels {
 			m.models[model], known = true, true
 		}
 		if !known && model != "" {

@@ -352,3 +352,29 @@ func readAllBody(r *http.Request) []byte {
 	b, _ := io.ReadAll(r.Body)
 	return b
 }
+
+// TestMetricsLabelsAndAccess: only a model the proxy named as the deployment
+// (and Azure answered for) gets a label value of its own, whatever clients
+// put in other bodies; with client keys, /metrics on the API port needs one.
+func TestMetricsLabelsAndAccess(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	p := startProxy(t, fake, nil)
+	p.postJSON(t, "/v1/responses", `{"model":"client-chosen","input":"x"}`) // passed as sent: not the proxy's choice
+	p.postJSON(t, "/v1/chat/completions", `{"model":"my-deployment"}`)    // the model as the deployment
+	m := waitForRequests(t, p.URL, "", 2)
+	models := m.distinct("azure_openai_proxy_requests_total", "model")
+	if slices.Contains(models, "client-chosen") || !slices.Contains(models, "my-deployment") {
+		t.Errorf("model label values %v: want my-deployment and not client-chosen", models)
+	}
+
+	keyed := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_KEYS": "k", "AZURE_OPENAI_API_KEY": "server"})
+	if resp, _ := keyed.do(t, "GET", "/metrics", nil, nil); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("/metrics without a client key: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := keyed.do(t, "GET", "/metrics", http.Header{"Authorization": {"Bearer k"}}, nil); resp.StatusCode != 200 {
+		t.Errorf("/metrics with a client key: %d", resp.StatusCode)
+	}
+	if resp, _ := keyed.do(t, "GET", "/healthz", nil, nil); resp.StatusCode != 200 {
+		t.Errorf("/healthz needs no key: %d", resp.StatusCode)
+	}
+}

@@ -4,10 +4,11 @@ import (
 	"net/http"
 )
 
-// serveOps answers the operational endpoints, which need no key and never
-// reach Azure: /healthz (alive), /readyz (503 while draining) and, when
-// withMetrics, /metrics. It reports whether r was one of them.
-func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, withMetrics bool) bool {
+// serveOps answers the operational endpoints, which never reach Azure:
+// /healthz (alive) and /readyz (503 while draining), which need no key, and,
+// when withMetrics, /metrics, which on the API port (apiPort) needs a client
+// key when client keys are set. It reports whether r was one of them.
+func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, withMetrics, apiPort bool) bool {
 	switch r.URL.Path {
 	case "/healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -20,6 +21,13 @@ func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *met
 	case "/metrics":
 		if !withMetrics {
 			return false
+		}
+		if keys := state.routes.Load().clientKeys; apiPort && keys != nil && !keys.allows(clientKey(r.Header)) {
+			// On the API port the metrics name models, deployments and
+			// backends: clients present their key, as for the API.
+			writeError(w, newAPIError(http.StatusUnauthorized, typeInvalidRequest, "invalid_api_key", "",
+				"The metrics on the API port need a client key (or set AZURE_OPENAI_PROXY_METRICS_ADDRESS)."))
+			return true
 		}
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		m.write(w)
@@ -34,7 +42,7 @@ func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *met
 // while the API port can stay on loopback.
 func newOpsHandler(state *serverState, m *metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !serveOps(w, r, state, m, true) {
+		if !serveOps(w, r, state, m, true, false) {
 			http.NotFound(w, r)
 		}
 	})

@@ -17,6 +17,10 @@ type requestOutcome struct {
 	modelValid bool   // model is a valid deployment name
 	configured bool   // the model is in the route table
 	bodyRead   bool   // the request body was read whole
+	// The proxy chose the deployment (a configured one, or the model's name
+	// on a route with the deployment in the path), rather than passing on
+	// whatever the client's body says.
+	deploymentChosen bool
 
 	// Written by the transport and the response taps.
 	backend, deployment string // of the last attempt
@@ -56,4 +60,15 @@ func (o *requestOutcome) settle(r *http.Request, rec *responseRecorder, aborted 
 		}
 	}
 	o.firstByte, o.total, o.bytes = rec.firstByte, time.Since(rec.start), rec.bytes.Load()
+}
+
+// maxShownPath bounds a request path in logs and error messages.
+const maxShownPath = 256
+
+// shownPath is a client's path as logs and error messages show it.
+func shownPath(p string) string {
+	if len(p) <= maxShownPath {
+		return p
+	}
+	return p[:maxShownPath] + "…"
 }

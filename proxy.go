@@ -60,7 +60,7 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.cors.setHeaders(w.Header(), r)
-	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "") {
+	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "", true) {
 		return
 	}
 	if overCapacity(r.Context()) {
@@ -156,6 +156,7 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.configured = call.model != nil
+	outcome.deploymentChosen = call.model != nil || call.deployment != ""
 	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
 	return nil
 }

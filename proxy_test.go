@@ -375,3 +375,19 @@ func TestAzureAnswersPassThroughUnchanged(t *testing.T) {
 		t.Errorf("access log lacks apim-request-id:\n%s", p.logs)
 	}
 }
+
+// TestModelsWhereChatWorks: /v1/models answers whoever chat answers (with a
+// server-side key, keyless clients too), and ids may hold slashes.
+func TestModelsWhereChatWorks(t *testing.T) {
+	p := startProxy(t, newFakeAzure(t, fakeTLS, nil), map[string]string{"AZURE_OPENAI_API_KEY": "server", "AZURE_OPENAI_MODEL_MAPPER": "openai/gpt-4o=gpt4o"})
+	if resp, body := p.do(t, "GET", "/v1/models", nil, nil); resp.StatusCode != 200 || !strings.Contains(string(body), `"openai/gpt-4o"`) {
+		t.Errorf("/v1/models without a key: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := p.do(t, "GET", "/v1/models/openai/gpt-4o", nil, nil); resp.StatusCode != 200 || !strings.Contains(string(body), `"id":"openai/gpt-4o"`) {
+		t.Errorf("/v1/models/openai/gpt-4o: %d %s", resp.StatusCode, body)
+	}
+	pass := startProxy(t, newFakeAzure(t, fakeTLS, nil), nil)
+	if resp, _ := pass.do(t, "GET", "/v1/models", nil, nil); resp.StatusCode != 401 {
+		t.Errorf("pass-through mode, no key: %d, want 401 as for chat", resp.StatusCode)
+	}
+}

@@ -283,15 +283,13 @@ func resolvePath(escapedPath string) (route, *apiError) {
 	case "deployments", "openai":
 		// Azure's own paths: the deployment would be the client's choice.
 		return route{}, newAPIError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
-			"Unknown request URL: "+shorten(escapedPath)+". The proxy serves OpenAI's paths: send POST /v1/chat/completions with the model in the body, not Azure's /deployments/… path.")
+			"Unknown request URL: "+shownPath(escapedPath)+". The proxy serves OpenAI's paths: send POST /v1/chat/completions with the model in the body, not Azure's /deployments/… path.")
 	case "models":
-		switch len(segments) {
-		case 1:
+		if len(segments) == 1 {
 			return route{kind: routeModelList}, nil
-		case 2:
-			return route{kind: routeModel, model: segments[1]}, nil
 		}
-		return route{}, notFound(escapedPath)
+		// Model ids may hold slashes (openai/gpt-4o).
+		return route{kind: routeModel, model: strings.Join(segments[1:], "/")}, nil
 	case "engines":
 		if len(segments) < 3 {
 			return route{}, notFound(escapedPath)
@@ -344,7 +342,7 @@ func (rt route) answeredByProxy() bool {
 
 func notFound(escapedPath string) *apiError {
 	return newAPIError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
-		"Unknown request URL: "+escapedPath+". Please check the URL for typos; the proxy serves the OpenAI API under /v1/.")
+		"Unknown request URL: "+shownPath(escapedPath)+". Please check the URL for typos; the proxy serves the OpenAI API under /v1/.")
 }
 
 func methodNotAllowed(allow string) *apiError {

@@ -28,7 +28,7 @@ func TestResolveRoute(t *testing.T) {
 		{"/v1/engines/gpt-4", route{}, 404},
 		{"/v1/models", route{kind: routeModelList}, 0},
 		{"/models/gpt-4o", route{kind: routeModel, model: "gpt-4o"}, 0},
-		{"/v1/models/a/b", route{}, 404},
+		{"/v1/models/openai/gpt-4o", route{kind: routeModel, model: "openai/gpt-4o"}, 0},
 		{"/v1/files/file-1/content", route{kind: routePassthrough, op: "files/file-1/content"}, 0},
 		{"/v1/vector_stores/v/files", route{kind: routePassthrough, op: "vector_stores/v/files", family: apiPreview}, 0},
 		{"/v1/videos/video_1/content", route{kind: routePassthrough, op: "videos/video_1/content", family: apiV1Only}, 0},
