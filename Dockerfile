@@ -1,10 +1,12 @@
-# Build: docker build -t azure-openai-proxy .
+# Build: docker build --build-arg VERSION=v1.2.3 -t registry.example.com/azure-openai-proxy:v1.2.3 .
 FROM golang:1.26 AS build
+# What -version prints (a Docker build has no VCS information for Go to read).
+ARG VERSION=devel
 WORKDIR /src
 COPY go.mod ./
 COPY *.go ./
 # Static binary: the final image has no libc.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/azure-openai-proxy .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.buildVersion=${VERSION}" -o /out/azure-openai-proxy .
 
 FROM scratch
 # Go reads this file for the roots that verify Azure's certificate.

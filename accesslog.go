@@ -64,7 +64,7 @@ func logAccess(log *slog.Logger, r *http.Request, respHeader http.Header, o *req
 		slog.String("method", r.Method),
 		slog.String("path", shownPath(r.URL.Path)),
 		slog.Int("status", o.status),
-		slog.Duration("duration", o.total),
+		slog.Float64("duration_ms", float64(o.total.Microseconds())/1000),
 		slog.Int64("bytes", o.bytes),
 	}
 	switch {

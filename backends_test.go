@@ -355,6 +355,7 @@ func TestBackendKeysAndDefaultBackend(t *testing.T) {
 func TestConfigFileErrorsNameTheJSONPath(t *testing.T) {
 	cases := []struct{ config, want string }{
 		{`{"backends": {"a": {"endpoint": "https://a", "endpont": "x"}}}`, "backends.a.endpont: unknown field"},
+		{"{\n  \"backends\": {\n    \"a\": {\"endpoint\": \"https://a\",}\n  }\n}", "line 3, column 35"},
 		{`{"backends": {"a": {"endpoint": "a.openai.azure.com"}}}`, "backends.a.endpoint:"},
 		{`{"backends": {"a": {}}}`, "backends.a.endpoint: required"},
 		{`{"backends": {"a": {"endpoint": "https://a", "api_key_env": "NOPE"}}}`, "backends.a.api_key_env: the environment variable NOPE is not set"},

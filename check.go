@@ -68,8 +68,10 @@ func checkDeployment(ctx context.Context, client *http.Client, cfg Config, c can
 		auth = http.Header{"Authorization": {"Bearer " + token}}
 	case b.apiKey != "":
 		auth = http.Header{"Api-Key": {b.apiKey}}
+	case cfg.CheckKey != "":
+		auth = http.Header{"Api-Key": {cfg.CheckKey}} // clients bring theirs; this one is for the check alone
 	default:
-		return false, "cannot check: the backend has no key of its own (clients bring theirs); set AZURE_OPENAI_API_KEY, api_key_env or api_key_file"
+		return false, "cannot check: the backend has no key of its own (clients bring theirs); set AZURE_OPENAI_PROXY_CHECK_KEY for the check"
 	}
 	chat := map[string]any{"messages": []map[string]string{{"role": "user", "content": "ping"}}, "max_tokens": 1}
 	status, code, message, err := checkRequest(ctx, client, b, c.deployment, "chat/completions", chat, auth)

@@ -121,6 +121,15 @@ func TestCheckAllOK(t *testing.T) {
 	if err != nil || strings.Count(out.String(), "OK (") != 2 {
 		t.Errorf("err %v\n%s", err, out.String())
 	}
+	// Pass-through mode: clients bring their keys, the check is given its own.
+	out.Reset()
+	err = run(context.Background(), []string{"-check"}, mapEnv(map[string]string{
+		"AZURE_OPENAI_ENDPOINT": a.URL, "AZURE_OPENAI_PROXY_CHECK_KEY": "good-key", "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=chatdep",
+		"AZURE_OPENAI_PROXY_CA_FILE": a.caFile(t),
+	}), &out, io.Discard)
+	if err != nil || !strings.Contains(out.String(), "OK (") || strings.Contains(out.String(), "good-key") {
+		t.Errorf("pass-through with a check key: %v\n%s", err, out.String())
+	}
 	out.Reset()
 	err = run(context.Background(), []string{"-check"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": a.URL}), &out, io.Discard)
 	if err == nil || !strings.Contains(out.String(), "No models are configured") {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -37,6 +36,7 @@ type Config struct {
 	RawStream       bool             // pass Azure's chat streams as they are, without dropping the chunks OpenAI never sends
 	MaxEventBytes   int              // the largest streamed event the filter holds whole
 	RealtimePreview bool             // realtime websockets of dated backends go to the preview URL
+	CheckKey        string           // -check's key for backends without one of their own; never logged
 	Entra           *entraCredential // nil when the environment describes no usable token source
 	entraErr        error            // why Entra is nil
 }
@@ -74,6 +74,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated (none by default when the proxy holds a key and requires none)"},
 		{"AZURE_OPENAI_PROXY_ALLOWED_HOSTS", "", "when the proxy holds a key and requires none: Host names it answers besides IP literals and localhost"},
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
+		{"AZURE_OPENAI_PROXY_CHECK_KEY", "", "-check only: the Azure key to check backends that have none of their own (clients bring theirs)"},
 		{"AZURE_OPENAI_PROXY_METRICS_ADDRESS", "", "a separate listener for /metrics, /healthz and /readyz (then /metrics is not on the API port)"},
 		{"AZURE_OPENAI_PROXY_MAX_EVENT", "1048576", "largest streamed event the stream filter holds (1 MiB); past it the stream passes unfiltered"},
 		{"AZURE_OPENAI_PROXY_RAW_STREAM", "0", "1: pass chat streams as Azure sends them, empty-choices and annotation-only chunks included"},
@@ -138,15 +139,35 @@ Flags:
 
 Environment:
 `)
-	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	for _, s := range settings() {
-		def := s.def
-		if def == "" {
-			def = "-"
+		head := s.env
+		if s.def != "" {
+			head += " (default " + s.def + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.env, def, s.help)
+		fmt.Fprint(w, wrap(head, "  ", "    ", usageWidth))
+		fmt.Fprint(w, wrap(s.help, "      ", "      ", usageWidth))
 	}
-	tw.Flush()
+}
+
+// usageWidth is the widest line -h prints.
+const usageWidth = 100
+
+// wrap breaks text into lines of at most width characters at spaces, the
+// first line starting with first and the others with rest.
+func wrap(text, first, rest string, width int) string {
+	var b strings.Builder
+	line := first
+	for i, word := range strings.Fields(text) {
+		if i > 0 && len(line)+1+len(word) > width {
+			b.WriteString(line + "\n")
+			line = rest
+		} else if i > 0 {
+			line += " "
+		}
+		line += word
+	}
+	b.WriteString(line + "\n")
+	return b.String()
 }
 
 // envOr returns the variable's value, or its documented default.
@@ -229,6 +250,7 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	if cfg.RawStream, err = parseSwitch(getenv, "AZURE_OPENAI_PROXY_RAW_STREAM"); err != nil {
 		return cfg, err
 	}
+	cfg.CheckKey = strings.TrimSpace(getenv("AZURE_OPENAI_PROXY_CHECK_KEY"))
 	for h := range strings.SplitSeq(getenv("AZURE_OPENAI_PROXY_ALLOWED_HOSTS"), ",") {
 		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
 			cfg.AllowedHosts = append(cfg.AllowedHosts, h)
@@ -293,13 +315,21 @@ func parseEndpoint(raw string) (u *url.URL, note string, err error) {
 	if u.User != nil {
 		return nil, "", fmt.Errorf("%q may not have user info", redactUserinfo(raw))
 	}
-	prefix, azurePath, hasOpenAI := strings.Cut(strings.TrimRight(u.Path, "/")+"/", "/openai/")
-	azurePath = strings.TrimSuffix(azurePath, "/")
+	// Cut the escaped path, so that a gateway prefix keeps its escaping.
+	prefix, azurePath, hasOpenAI := strings.Cut(strings.TrimRight(u.EscapedPath(), "/")+"/", "/openai/")
+	prefix, azurePath = strings.TrimSuffix(prefix, "/"), strings.TrimSuffix(azurePath, "/")
+	withPrefix := func(v *url.URL) {
+		v.Path, _ = url.PathUnescape(prefix)
+		v.RawPath = prefix
+	}
 	if hasOpenAI && azurePath != "" && azurePath != "v1" || u.Query().Has("api-version") {
 		keep := *u
-		keep.Path, keep.RawPath, keep.RawQuery, keep.Fragment = strings.TrimSuffix(prefix, "/"), "", "", ""
-		return nil, "", fmt.Errorf("%q is a request URL (the portal's Target URI), not an endpoint: keep only %s, "+
-			"and name the deployment in AZURE_OPENAI_MODEL_MAPPER or the config file's models", raw, keep.String())
+		withPrefix(&keep)
+		keep.RawQuery, keep.Fragment = "", ""
+		asked := *u
+		asked.RawQuery, asked.Fragment = "", "" // the query is not repeated
+		return nil, "", fmt.Errorf("%s is a request URL (the portal's Target URI), not an endpoint: keep only %s, "+
+			"and name the deployment in AZURE_OPENAI_MODEL_MAPPER or the config file's models", asked.String(), keep.String())
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, "", fmt.Errorf("%q may not have a query or a fragment", raw)
@@ -309,7 +339,7 @@ func parseEndpoint(raw string) (u *url.URL, note string, err error) {
 		if azurePath == "v1" {
 			suffix += "/v1"
 		}
-		u.Path, u.RawPath = strings.TrimSuffix(prefix, "/"), ""
+		withPrefix(u)
 		note = fmt.Sprintf("the endpoint %s ends in %s, which the proxy adds itself: using %s", raw, suffix, u.String())
 	}
 	u.Path = strings.TrimRight(u.Path, "/")

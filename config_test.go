@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestConfigErrorsNameTheSetting(t *testing.T) {
@@ -115,8 +116,15 @@ func TestHelpListsEverySetting(t *testing.T) {
 			t.Fatalf("%s: %v", arg, err)
 		}
 		for _, s := range settings() {
-			if !strings.Contains(out.String(), s.env) || (s.def != "" && !strings.Contains(out.String(), s.def)) {
-				t.Errorf("%s output lacks %s or its default %q", arg, s.env, s.def)
+			for _, name := range strings.Split(s.env, ", ") {
+				if !strings.Contains(out.String(), name) || (s.def != "" && !strings.Contains(out.String(), s.def)) {
+					t.Errorf("%s output lacks %s or its default %q", arg, name, s.def)
+				}
+			}
+		}
+		for _, line := range strings.Split(out.String(), "\n") {
+			if n := utf8.RuneCountInString(line); n > usageWidth {
+				t.Errorf("a %d-column line in %s: %q", n, arg, line)
 			}
 		}
 		for _, flag := range []string{"-listen", "-l ", "-config", "-healthcheck", "-check", "-version"} {
@@ -208,6 +216,7 @@ func TestEndpointsAsPeopleCopyThem(t *testing.T) {
 		{"https://r.openai.azure.com/openai/v1", "https://r.openai.azure.com"},
 		{"https://r.openai.azure.com/openai/v1/", "https://r.openai.azure.com"},
 		{"https://gw.example.com/team/openai/v1/", "https://gw.example.com/team"},
+		{"https://gw.example.com/a%2Fb/openai/v1", "https://gw.example.com/a%2Fb"},
 		{"https://r.cognitiveservices.azure.com/", "https://r.cognitiveservices.azure.com"},
 		{"https://p.services.ai.azure.com", "https://p.services.ai.azure.com"},
 	} {
@@ -233,5 +242,31 @@ func TestEndpointsAsPeopleCopyThem(t *testing.T) {
 		if !strings.Contains(p.logs.String(), want) {
 			t.Errorf("start-up log lacks %q:\n%s", want, p.logs)
 		}
+	}
+}
+
+// TestUnknownSettingsWarned: a misspelt AZURE_OPENAI_* variable is named at
+// start-up with the setting it was probably meant to be.
+func TestUnknownSettingsWarned(t *testing.T) {
+	var logs bytes.Buffer
+	warnUnknownSettings([]string{"PATH", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_PROXY_MAX_BODDY", "AZURE_OPENAI_MODEL_MAPPING"}, newLogger("text", &logs))
+	for _, want := range []string{
+		"unknown setting AZURE_OPENAI_PROXY_MAX_BODDY is ignored; did you mean AZURE_OPENAI_PROXY_MAX_BODY?",
+		"unknown setting AZURE_OPENAI_MODEL_MAPPING is ignored; did you mean AZURE_OPENAI_MODEL_MAPPER?",
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in\n%s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "AZURE_OPENAI_ENDPOINT is ignored") {
+		t.Error("a known setting was warned about")
+	}
+	// run reads the names main gives it.
+	ctx, cancel := context.WithCancel(withEnvironNames(context.Background(), []string{"AZURE_OPENAI_API_VERSION=2024-10-21"}))
+	cancel()
+	var out bytes.Buffer
+	run(ctx, []string{"-listen", "127.0.0.1:0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x"}), &bytes.Buffer{}, &out)
+	if !strings.Contains(out.String(), "did you mean AZURE_OPENAI_API_VER?") {
+		t.Errorf("run did not warn:\n%s", out.String())
 	}
 }

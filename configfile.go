@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -109,6 +110,15 @@ func (p *configParser) object(raw json.RawMessage, path string, known ...string)
 	return members, nil
 }
 
+// lineAndColumn gives the 1-based line and column, as editors count them,
+// of the byte a json.SyntaxError stopped at (its Offset counts it as read).
+func lineAndColumn(data []byte, offset int64) (line, col int) {
+	before := data[:min(max(int(offset)-1, 0), len(data))]
+	line = bytes.Count(before, []byte("\n")) + 1
+	col = len(before) - bytes.LastIndexByte(before, '\n')
+	return line, col
+}
+
 func join(path, key string) string {
 	if path == "" {
 		return key
@@ -127,6 +137,10 @@ func (p *configParser) str(raw json.RawMessage, path string) (string, error) {
 func (p *configParser) parse(data []byte) (*routeTable, error) {
 	var top json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
+		if syntax, ok := errors.AsType[*json.SyntaxError](err); ok {
+			line, col := lineAndColumn(data, syntax.Offset)
+			return nil, p.errorf("", "is not valid JSON: line %d, column %d: %v", line, col, err)
+		}
 		return nil, p.errorf("", "is not valid JSON: %v", err)
 	}
 	members, err := p.object(top, "", "api_version", "preview_api_version", "default_backend", "max_attempts", "backends", "models")

@@ -33,8 +33,21 @@ func TestDeploymentFiles(t *testing.T) {
 		if !strings.Contains(string(readme), "("+path+")") {
 			t.Errorf("the README does not link %s", path)
 		}
+		if strings.HasSuffix(path, "docker-compose.yml") {
+			m := regexp.MustCompile(`stop_grace_period: (\d+)s`).FindStringSubmatch(text)
+			if secs := 0; m == nil {
+				t.Errorf("%s sets no stop_grace_period above the drain timeout", path)
+			} else if secs, _ = strconv.Atoi(m[1]); float64(secs) <= drain.Seconds() {
+				t.Errorf("%s: stop_grace_period %ds is not above the drain timeout %s", path, secs, drain)
+			}
+		}
 		if !strings.HasPrefix(path, "deploy/kubernetes/") {
 			continue
+		}
+		// The sidecar's user settings belong to the proxy's container: at
+		// the pod's level they would apply to the user's app too.
+		if pod, _, _ := strings.Cut(text, "containers:"); strings.HasSuffix(path, "sidecar.yaml") && strings.Contains(pod, "runAsUser") {
+			t.Errorf("%s sets runAsUser for the whole pod", path)
 		}
 		for _, want := range []string{"path: /healthz", "path: /readyz", "runAsNonRoot: true", "readOnlyRootFilesystem: true", "AZURE_OPENAI_PROXY_METRICS_ADDRESS"} {
 			if !strings.Contains(text, want) {

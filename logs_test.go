@@ -84,8 +84,8 @@ func TestAccessLogLine(t *testing.T) {
 			t.Errorf("log %s = %v, want %v (line %v)", k, line[k], v, line)
 		}
 	}
-	if _, ok := line["duration"]; !ok {
-		t.Errorf("log lacks duration: %v", line)
+	if ms, ok := line["duration_ms"].(float64); !ok || ms <= 0 || ms > 10000 {
+		t.Errorf("log lacks duration_ms in milliseconds: %v", line)
 	}
 	start := p.logs.String()
 	for _, want := range []string{`"msg":"azure-openai-proxy started"`, `"models":"gpt-4o"`, `"api_version":"2024-10-21"`, `"preview_api_version":"2025-04-01-preview"`} {

@@ -20,6 +20,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx = withEnvironNames(ctx, os.Environ())
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
@@ -57,7 +58,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if opts.check {
 		return runCheck(ctx, cfg, stdout)
 	}
-	return serve(ctx, cfg, newLogger(cfg.LogFormat, stderr))
+	logger := newLogger(cfg.LogFormat, stderr)
+	warnUnknownSettings(environNames(ctx), logger)
+	return serve(ctx, cfg, logger)
 }
 
 func newLogger(format string, w io.Writer) *slog.Logger {
@@ -219,8 +222,16 @@ func healthcheck(ctx context.Context, listen string) error {
 	return nil
 }
 
-// version is the module version for `go install`ed binaries, else the VCS revision.
+// buildVersion is set at link time (-ldflags "-X main.buildVersion=v1.2.3",
+// the Dockerfile's VERSION) and never changed after.
+var buildVersion string
+
+// version is the version stamped at link time, else the module version for
+// `go install`ed binaries, else the VCS revision.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"

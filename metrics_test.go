@@ -360,7 +360,7 @@ func TestMetricsLabelsAndAccess(t *testing.T) {
 	fake := newFakeAzure(t, fakeTLS, nil)
 	p := startProxy(t, fake, nil)
 	p.postJSON(t, "/v1/responses", `{"model":"client-chosen","input":"x"}`) // passed as sent: not the proxy's choice
-	p.postJSON(t, "/v1/chat/completions", `{"model":"my-deployment"}`)    // the model as the deployment
+	p.postJSON(t, "/v1/chat/completions", `{"model":"my-deployment"}`)      // the model as the deployment
 	m := waitForRequests(t, p.URL, "", 2)
 	models := m.distinct("azure_openai_proxy_requests_total", "model")
 	if slices.Contains(models, "client-chosen") || !slices.Contains(models, "my-deployment") {

@@ -23,7 +23,8 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/azure-openai-proxy .`,
+		"ARG VERSION=devel",
+		`RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.buildVersion=${VERSION}" -o /out/azure-openai-proxy .`,
 		"FROM scratch",
 		"COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt",
 		"COPY --from=build /out/azure-openai-proxy /azure-openai-proxy",
@@ -63,7 +64,7 @@ func TestStaticBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "azure-openai-proxy")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.buildVersion=v9.9.9-test", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -87,6 +88,10 @@ func TestStaticBinary(t *testing.T) {
 	hc.Env = append(cleanEnv(), "AZURE_OPENAI_PROXY_ADDRESS="+strings.TrimPrefix(p.URL, "http://"))
 	if out, err := hc.CombinedOutput(); err != nil {
 		t.Errorf("-healthcheck against a live proxy: %v %s", err, out)
+	}
+	// The version the Dockerfile's VERSION stamps.
+	if out, err := exec.Command(bin, "-version").Output(); err != nil || string(out) != "azure-openai-proxy v9.9.9-test\n" {
+		t.Errorf("-version: %q %v", out, err)
 	}
 }
 
