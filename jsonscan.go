@@ -185,38 +185,92 @@ func (s *jsonScanner) atEnd() error {
 }
 
 // skipString moves past the string literal at s.pos, validating it, and
-// reports whether it holds escapes. Plain bytes, most of a chat body, are
-// skipped eight at a time; the first special byte of a word is located from
-// its mask without a byte loop.
+// reports whether it holds escapes. Short runs of plain bytes (chat text,
+// with an escape every few dozen bytes) are skipped eight at a time, the first
+// special byte of a word located from its mask; a run longer than
+// shortRunLimit (a base64 image, a long document) switches to
+// bytes.IndexByte, which runs at memory speed, and then checks the run for
+// escapes and control characters.
 func (s *jsonScanner) skipString() (escaped bool, err error) {
 	data := s.data
 	i := s.pos + 1
-	for i+8 <= len(data) {
-		mask := specialMask(binary.LittleEndian.Uint64(data[i:]))
-		if mask == 0 {
-			i += 8
-			continue
-		}
-		// The lowest flagged byte is the first special one (a borrow can
-		// only flag bytes above a true match, never below it).
-		i += bits.TrailingZeros64(mask) / 8
-		switch data[i] {
-		case '"':
-			s.pos = i + 1
-			return escaped, nil
-		case '\\':
-			escaped = true
-			n, err := s.escapeLen(i)
-			if err != nil {
-				return escaped, err
+	for {
+		runStart := i
+		for i+8 <= len(data) {
+			mask := specialMask(binary.LittleEndian.Uint64(data[i:]))
+			if mask == 0 && i+16 <= len(data) {
+				// Two words a step while the run is plain.
+				if next := specialMask(binary.LittleEndian.Uint64(data[i+8:])); next == 0 {
+					i += 16
+					if i-runStart >= shortRunLimit {
+						break
+					}
+					continue
+				} else {
+					i, mask = i+8, next
+				}
 			}
-			i += n
-		default:
-			s.pos = i
+			if mask == 0 {
+				i += 8
+				continue
+			}
+			// The lowest flagged byte is the first special one (a borrow can
+			// only flag bytes above a true match, never below it).
+			i += bits.TrailingZeros64(mask) / 8
+			switch data[i] {
+			case '"':
+				s.pos = i + 1
+				return escaped, nil
+			case '\\':
+				escaped = true
+				n, err := s.escapeLen(i)
+				if err != nil {
+					return escaped, err
+				}
+				i += n
+				runStart = i
+				continue
+			default:
+				s.pos = i
+				return escaped, s.errorf("control character in string")
+			}
+		}
+		if i+8 > len(data) {
+			return s.skipStringTail(i, escaped)
+		}
+		// A long run: find its end at memory speed.
+		q := bytes.IndexByte(data[i:], '"')
+		if q < 0 {
+			return s.skipStringTail(i, escaped)
+		}
+		run := data[i : i+q]
+		if b := bytes.IndexByte(run, '\\'); b >= 0 {
+			run = run[:b]
+		}
+		if c := firstControl(run); c >= 0 {
+			s.pos = i + c
 			return escaped, s.errorf("control character in string")
 		}
+		if i += len(run); data[i] == '"' {
+			s.pos = i + 1
+			return escaped, nil
+		}
+		escaped = true
+		n, err := s.escapeLen(i)
+		if err != nil {
+			return escaped, err
+		}
+		i += n
 	}
-	// Fewer than eight bytes left.
+}
+
+// shortRunLimit is how many plain string bytes the word-at-a-time loop
+// skips before handing the run to bytes.IndexByte.
+const shortRunLimit = 64
+
+// skipStringTail finishes a string byte by byte from data[i], near the end of the body.
+func (s *jsonScanner) skipStringTail(i int, escaped bool) (bool, error) {
+	data := s.data
 	for i < len(data) {
 		switch c := data[i]; {
 		case c == '"':
@@ -238,6 +292,33 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 	}
 	s.pos = len(data)
 	return escaped, s.errorf("unterminated string")
+}
+
+// firstControl returns the index of the first byte of b below 0x20 (which a
+// JSON string may not hold raw), or -1. It tests 32 bytes a step.
+func firstControl(b []byte) int {
+	i := 0
+	for ; i+32 <= len(b); i += 32 {
+		w0 := binary.LittleEndian.Uint64(b[i:])
+		w1 := binary.LittleEndian.Uint64(b[i+8:])
+		w2 := binary.LittleEndian.Uint64(b[i+16:])
+		w3 := binary.LittleEndian.Uint64(b[i+24:])
+		if ((w0-lowBits*0x20)&^w0|(w1-lowBits*0x20)&^w1|(w2-lowBits*0x20)&^w2|(w3-lowBits*0x20)&^w3)&highBits != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		if m := (w - lowBits*0x20) &^ w & highBits; m != 0 {
+			return i + bits.TrailingZeros64(m)/8
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x20 {
+			return i
+		}
+	}
+	return -1
 }
 
 // escapeLen validates the escape sequence at data[i] ('\\') and returns its length.

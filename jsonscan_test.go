@@ -63,6 +63,15 @@ var scannerCases = []string{
 	`{"a":tru}`, `{"a":nul}`, `{"a":"\x"}`, `{"a":"\u12"}`, "{\"a\":\"\n\"}",
 	`{"model":"gpt-4o"`, `{"model":"gpt-4o`, `{"model":`, `{"model"`, `{`, ``, `   `,
 	`{"model":"a"}{}`, `{"model":"a"},`, `{"model":"a"}]`, `[{"model":"a"}]`, `"model"`, `null`, `1`,
+	// Long runs (the memory-speed path), with what can end or break them.
+	`{"a":"` + strings.Repeat("x", 100) + `","model":"m"}`,
+	`{"a":"` + strings.Repeat("x", 100) + `\"` + strings.Repeat("y", 100) + `","model":"m"}`,
+	`{"a":"` + strings.Repeat("x", 100) + "\x01" + `","model":"m"}`,
+	`{"a":"` + strings.Repeat("x", 100) + `\q","model":"m"}`,
+	`{"a":"` + strings.Repeat("x", 100) + `\u00e9` + strings.Repeat("z", 70) + `","model":"m"}`,
+	`{"a":"` + strings.Repeat("x", 100),
+	`{"a":"` + strings.Repeat("x", 100) + `\`,
+	`{"model":"` + strings.Repeat("m", 100) + `"}`,
 	`{"a":[}`, `{"a":{]}`, `{"a":[1,]}`, `{"a":{"b":1,}}`, `{,}`, `{"a" 1}`, `{1:2}`,
 }
 
