@@ -123,7 +123,7 @@ type eventFilter struct {
 	overflow func()
 	raw      bool // past an event over maxEvent: pass the rest as it comes
 	split    sseSplitter
-	out      []byte // kept events not yet read
+	out      []byte // kept events the caller's buffer could not take yet
 	err      error
 }
 
@@ -132,22 +132,30 @@ func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage, maxEvent in
 }
 
 func (f *eventFilter) Read(p []byte) (int, error) {
-	if f.raw && len(f.out) == 0 {
+	if len(f.out) > 0 { // what an earlier read could not take
+		n := copy(p, f.out)
+		if f.out = f.out[n:]; len(f.out) == 0 {
+			f.out = nil
+		}
+		return n, nil
+	}
+	if f.raw {
 		if f.err != nil {
 			return 0, f.err
 		}
 		return f.src.Read(p)
 	}
-	for len(f.out) == 0 {
+	n := 0
+	for n == 0 && len(f.out) == 0 {
 		if f.err != nil {
-			f.out = append(f.out, f.split.rest()...) // an unfinished last event passes as it came
+			f.out = f.split.rest() // an unfinished last event passes as it came
 			if len(f.out) == 0 {
 				return 0, f.err
 			}
 			break
 		}
-		n, err := f.src.Read(f.split.spare())
-		f.split.commit(n)
+		read, err := f.src.Read(f.split.spare())
+		f.split.commit(read)
 		f.err = err
 		for {
 			event, ok := f.split.next(err != nil)
@@ -158,7 +166,14 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			if used != nil && f.usage != nil {
 				*f.usage = *used
 			}
-			if keep || !f.drop {
+			if !keep && f.drop {
+				continue
+			}
+			// Kept events go straight to the caller's buffer; only what
+			// does not fit waits (the splitter reuses its buffer).
+			if len(f.out) == 0 && len(event) <= len(p)-n {
+				n += copy(p[n:], event)
+			} else {
 				f.out = append(f.out, event...)
 			}
 		}
@@ -171,10 +186,11 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			break
 		}
 	}
-	n := copy(p, f.out)
-	f.out = f.out[n:]
-	if len(f.out) == 0 {
-		f.out = f.out[:0:0]
+	if n == 0 {
+		n = copy(p, f.out)
+		if f.out = f.out[n:]; len(f.out) == 0 {
+			f.out = nil
+		}
 	}
 	return n, nil
 }
@@ -183,8 +199,14 @@ func (f *eventFilter) Close() error { return f.src.Close() }
 
 // cutLine returns the first line of b without its "\r\n", "\n" or "\r", and the rest.
 func cutLine(b []byte) (line, rest []byte) {
-	i := bytes.IndexAny(b, "\r\n")
+	i := bytes.IndexByte(b, '\n')
 	if i < 0 {
+		i = len(b)
+	}
+	if cr := bytes.IndexByte(b[:i], '\r'); cr >= 0 {
+		i = cr
+	}
+	if i == len(b) {
 		return b, nil
 	}
 	if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
@@ -216,16 +238,31 @@ func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
 				keep = true // a named event is never dropped; its data may still report usage
 			}
 		case "data":
-			if lines > 0 {
-				data = append(data, '\n')
+			switch lines {
+			case 0:
+				data = value // most events have one data line: no copy
+			case 1:
+				data = append(append(append([]byte(nil), data...), '\n'), value...)
+			default:
+				data = append(append(data, '\n'), value...)
 			}
-			data = append(data, value...)
 			lines++
 		}
 	}
 	if lines == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
 		return true, nil
 	}
+	if chunkKeep, chunkUsage, ok := scanChunk(data); ok {
+		return keep || chunkKeep, chunkUsage
+	}
+	chunkKeep, chunkUsage := inspectChunkJSON(data)
+	return keep || chunkKeep, chunkUsage
+}
+
+// inspectChunkJSON decides on an event's data with encoding/json: the
+// reference, and the path for chunks scanChunk does not read (keys in
+// unusual case, repeated keys, unexpected types, invalid JSON).
+func inspectChunkJSON(data []byte) (keep bool, usage *tokenUsage) {
 	var chunk struct {
 		Choices  *[]map[string]json.RawMessage `json:"choices"`
 		Usage    *tokenUsage                   `json:"usage"`
@@ -240,21 +277,27 @@ func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
 	if chunk.Response != nil && chunk.Response.Usage != nil {
 		usage = chunk.Response.Usage
 	}
-	if keep || chunk.Choices == nil || chunk.Usage != nil {
+	if chunk.Choices == nil || chunk.Usage != nil {
 		return true, usage
 	}
 	for _, choice := range *chunk.Choices {
 		for key, value := range choice {
-			switch key {
-			case "index", "content_filter_results", "content_filter_offsets", "content_filter_raw":
-			case "finish_reason", "logprobs":
-				if string(value) != "null" {
-					return true, usage
-				}
-			default: // delta, text, or anything else OpenAI sends
+			if !annotationField(key, value) {
 				return true, usage
 			}
 		}
 	}
 	return false, usage
+}
+
+// annotationField reports whether a choice's field is one an annotation-only
+// chunk holds: content-filter results, or a null finish_reason or logprobs.
+func annotationField(key string, value []byte) bool {
+	switch key {
+	case "index", "content_filter_results", "content_filter_offsets", "content_filter_raw":
+		return true
+	case "finish_reason", "logprobs":
+		return string(value) == "null"
+	}
+	return false // delta, text, or anything else OpenAI sends
 }

@@ -195,3 +195,70 @@ func readers(pieces [][]byte) []io.Reader {
 	}
 	return rs
 }
+
+// FuzzScanChunk pins the one-pass chunk reader to encoding/json's: wherever
+// scanChunk answers, it answers as inspectChunkJSON does.
+func FuzzScanChunk(f *testing.F) {
+	for _, ev := range []string{azureFirstChunk, contentChunk, finishChunk, usageChunk, annotationChunk} {
+		f.Add([]byte(strings.TrimSuffix(strings.TrimPrefix(ev, "data: "), "\n\n")))
+	}
+	for _, data := range []string{
+		`{"choices":[{"index":0,"finish_reason":null,"logprobs":null,"content_filter_results":{}}],"usage":null}`,
+		`{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1.5}}`,
+		`{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":5,"output_tokens":2}}}`,
+		`{"Choices":[]}`, `{"choices":[],"choices":null}`, `{"choices":[null]}`, `{"usage":{"prompt_tokens":"3"}}`,
+		`{"choices":[{"finish_reason":"stop","finish_reason":null}]}`, `{"usage":{"PROMPT_TOKENS":1}}`,
+		`{"choices":[{"delta":{}}]} x`, `[]`, `null`, `{"response":null,"usage":{}}`,
+	} {
+		f.Add([]byte(data))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keep, usage, ok := scanChunk(data)
+		if !ok {
+			return
+		}
+		wantKeep, wantUsage := inspectChunkJSON(data)
+		if keep != wantKeep || (usage == nil) != (wantUsage == nil) || usage != nil && *usage != *wantUsage {
+			t.Fatalf("%q: scanChunk %v %+v, encoding/json %v %+v", data, keep, usage, wantKeep, wantUsage)
+		}
+	})
+}
+
+// BenchmarkEventFilter relays a paced chat stream's worth of content chunks
+// through the filter: the work each streamed token costs.
+func BenchmarkEventFilter(b *testing.B) {
+	var stream bytes.Buffer
+	stream.WriteString(azureFirstChunk)
+	for range 1000 {
+		stream.WriteString(contentChunk)
+	}
+	stream.WriteString(finishChunk + usageChunk + doneEvent)
+	b.SetBytes(int64(stream.Len()))
+	b.ReportAllocs()
+	buf := make([]byte, copyBufferSize)
+	for b.Loop() {
+		var u tokenUsage
+		// One event a read, as a paced stream arrives.
+		f := newEventFilter(io.NopCloser(&eventReader{data: stream.Bytes(), size: len(contentChunk)}), true, &u, 1<<20, nil)
+		n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
+		if err != nil || n == 0 || u.prompt() != 9 {
+			b.Fatal(n, err, u)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1003, "ns/event")
+}
+
+// eventReader hands out data size bytes a read.
+type eventReader struct {
+	data []byte
+	size int
+}
+
+func (r *eventReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.size)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
