@@ -32,7 +32,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, idle time.Dur
 	if r.ContentLength > 0 {
 		max = r.ContentLength
 	}
-	buf, err := pool.readAll(body, max)
+	buf, err := pool.readAll(body, max, r.ContentLength > 0)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			return nil, tooLarge(limit)

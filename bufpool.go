@@ -58,9 +58,15 @@ func (p *bodyPool) put(b []byte) {
 
 // readAll reads r whole into a pooled buffer that grows through the classes
 // as bytes arrive, never past max: a client that announces a large body and
-// sends little holds little. max is the declared length, or the limit.
-func (p *bodyPool) readAll(r io.Reader, max int64) ([]byte, error) {
-	buf := p.get(int(min(max, 1<<minPooledShift)))[:0]
+// sends little holds little (at most firstBodyBuffer, or four times what it
+// sent). max is the declared length (declared), or the limit; a body of
+// unknown length starts at the smallest class.
+func (p *bodyPool) readAll(r io.Reader, max int64, declared bool) ([]byte, error) {
+	first := int64(1 << minPooledShift)
+	if declared {
+		first = firstBodyBuffer
+	}
+	buf := p.get(int(min(max, first)))[:0]
 	for {
 		room := int(min(int64(cap(buf)), max))
 		if len(buf) == room {
@@ -80,7 +86,7 @@ func (p *bodyPool) readAll(r io.Reader, max int64) ([]byte, error) {
 				}
 				continue
 			}
-			bigger := p.get(int(min(2*int64(cap(buf)), max)))
+			bigger := p.get(int(min(4*int64(cap(buf)), max))) // four times: few copies of a large body
 			copy(bigger, buf)
 			p.put(buf)
 			buf = bigger[:len(buf)]
@@ -100,6 +106,10 @@ func (p *bodyPool) readAll(r io.Reader, max int64) ([]byte, error) {
 
 // errBodyOverrun is a body longer than the reader's bound said it could be.
 var errBodyOverrun = errors.New("the body is longer than its declared length")
+
+// firstBodyBuffer is the most a body is given before its bytes arrive: most
+// chat bodies fit, in one buffer, without a copy.
+const firstBodyBuffer = 256 << 10
 
 var errBodyReleased = errors.New("request body read after the request ended")
 

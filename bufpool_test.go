@@ -35,13 +35,13 @@ func TestBodyPoolReadAll(t *testing.T) {
 	var p bodyPool
 	for _, n := range []int{0, 1, 32 << 10, 32<<10 + 1, 300 << 10} {
 		want := bytes.Repeat([]byte("0123456789abcdef"), n/16+1)[:n]
-		got, err := p.readAll(io.MultiReader(bytes.NewReader(want[:n/2]), bytes.NewReader(want[n/2:])), 1<<30)
+		got, err := p.readAll(io.MultiReader(bytes.NewReader(want[:n/2]), bytes.NewReader(want[n/2:])), 1<<30, false)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("readAll of %d bytes: %d bytes, %v", n, len(got), err)
 		}
 		p.put(got)
 	}
-	if _, err := p.readAll(io.MultiReader(strings.NewReader("abc"), errReader{}), 1<<30); err == nil {
+	if _, err := p.readAll(io.MultiReader(strings.NewReader("abc"), errReader{}), 1<<30, false); err == nil {
 		t.Error("readAll hid a read error")
 	}
 }
@@ -144,7 +144,7 @@ func TestBodyBufferGrowsWithTheBytes(t *testing.T) {
 	p := &bodyPool{}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, err := p.readAll(io.MultiReader(bytes.NewReader(make([]byte, 1024)), errReader{}), 63<<20)
+	_, err := p.readAll(io.MultiReader(bytes.NewReader(make([]byte, 1024)), errReader{}), 63<<20, true)
 	runtime.ReadMemStats(&after)
 	if err == nil {
 		t.Fatal("the read error was lost")
@@ -153,11 +153,11 @@ func TestBodyBufferGrowsWithTheBytes(t *testing.T) {
 		t.Errorf("1 KiB of a 63 MiB body allocated %d bytes", grown)
 	}
 	const limit = 24 << 20 // above the pooled classes
-	buf, err := p.readAll(bytes.NewReader(make([]byte, limit)), limit)
+	buf, err := p.readAll(bytes.NewReader(make([]byte, limit)), limit, false)
 	if err != nil || len(buf) != limit || cap(buf) > limit {
 		t.Errorf("a body of exactly the limit: len %d cap %d, %v; want cap <= %d", len(buf), cap(buf), err, limit)
 	}
-	if _, err := p.readAll(bytes.NewReader(make([]byte, 100)), 99); err != errBodyOverrun {
+	if _, err := p.readAll(bytes.NewReader(make([]byte, 100)), 99, true); err != errBodyOverrun {
 		t.Errorf("a body longer than its bound: %v", err)
 	}
 }

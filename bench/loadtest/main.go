@@ -3,8 +3,9 @@
 // It builds both from this checkout, starts a fake upstream (plain and TLS
 // with HTTP/2) on loopback, and prints each measurement and the ratio.
 //
-//	go run ./bench/loadtest                 # every scenario
+//	go run ./bench/loadtest                 # every scenario but llm
 //	go run ./bench/loadtest -mode streams   # only open streams and RSS
+//	go run ./bench/loadtest -mode llm       # paced token streams: CPU per event, added delay
 package main
 
 import (
@@ -40,10 +41,13 @@ func main() {
 		serveUpstream(os.Args[2], os.Args[3], os.Args[4], os.Args[5])
 		return
 	}
-	mode := flag.String("mode", "all", "all, throughput or streams")
+	mode := flag.String("mode", "all", "all, throughput, streams or llm")
 	duration := flag.Duration("duration", 5*time.Second, "length of one measurement")
 	rounds := flag.Int("rounds", 3, "measurements per target; the median counts")
 	streams := flag.Int("streams", 1000, "streams held open in the streams mode")
+	llmStreams := flag.Int("llm-streams", 2000, "concurrent paced streams in the llm mode")
+	llmPace := flag.Duration("llm-pace", 30*time.Millisecond, "time between two chunks of a paced stream")
+	llmLength := flag.Duration("llm-length", 20*time.Second, "how long each paced stream lasts")
 	flag.Parse()
 
 	dir, err := os.MkdirTemp("", "loadtest-")
@@ -70,7 +74,9 @@ func main() {
 		// Both trust the fake through SSL_CERT_FILE: AZURE_OPENAI_PROXY_CA_FILE
 		// would load the system roots eagerly, at start, which neither does
 		// otherwise before its first request.
-		proxy := start(proxyBin, []string{"AZURE_OPENAI_ENDPOINT=" + endpoint, "SSL_CERT_FILE=" + certFile}, "-listen", proxyAddr)
+		// The dated API, the shape the floor sends; -listen on loopback, as a sidecar.
+		proxy := start(proxyBin, []string{"AZURE_OPENAI_ENDPOINT=" + endpoint, "SSL_CERT_FILE=" + certFile,
+			"AZURE_OPENAI_API_VER=2024-10-21", "AZURE_OPENAI_PROXY_MAX_CONNECTIONS=100000"}, "-listen", proxyAddr)
 		defer floor.Process.Kill()
 		defer proxy.Process.Kill()
 		waitListening(floorAddr)
@@ -86,9 +92,24 @@ func main() {
 		large := chatBody(1 << 20)
 		fmt.Printf("%-52s %14s %14s %7s  %s\n", "scenario (TLS upstream, HTTP/2)", "floor", "proxy", "ratio", "target")
 		compare("small chat POST (~300 B), 32 connections", *rounds, *duration, targets, small, 32, "req/s", ">= 1.0")
-		compare("1 MiB chat body, model last, 8 connections", *rounds, *duration, targets, large, 8, "req/s", ">= 0.9")
+		compare("1 MiB chat body, model last, 8 connections", *rounds, *duration, targets, large, 8, "req/s", ">= 1.0")
+		compare("4 MiB chat, two base64 images, model last, 8 conns", *rounds, *duration, targets, imageChatBody(2<<20), 8, "req/s", ">= 1.0")
 		compare("one connection, sequential: p50 latency", *rounds, *duration, targets, small, 1, "p50", "<= 1.1")
 		fmt.Println()
+	}
+	if *mode == "llm" {
+		events := int(*llmLength / *llmPace)
+		fmt.Printf("%d paced streams over a TLS/HTTP/2 upstream, a chunk every %s for %s (%d chunks each)\n",
+			*llmStreams, *llmPace, *llmLength, events)
+		f := paceStreams(targets["floor TLS"], *llmStreams, events, *llmPace)
+		p := paceStreams(targets["proxy TLS"], *llmStreams, events, *llmPace)
+		fmt.Printf("%-44s %12s %12s %7s\n", "", "floor", "proxy", "ratio")
+		fmt.Printf("%-44s %12.2f %12.2f %7.2f  (target <= 1.2)\n", "CPU seconds per 100k events", f.cpuPer100k, p.cpuPer100k, p.cpuPer100k/f.cpuPer100k)
+		fmt.Printf("%-44s %12.3f %12.3f %+7.3f ms\n", "p50 delay per event (ms)", f.p50, p.p50, p.p50-f.p50)
+		fmt.Printf("%-44s %12.3f %12.3f %+7.3f ms  (target <= +1 ms)\n", "p99 delay per event (ms)", f.p99, p.p99, p.p99-f.p99)
+		fmt.Printf("%-44s %12.1f %12.1f\n", "RSS during the streams (MB)", f.rssMB, p.rssMB)
+		fmt.Printf("%-44s %12d %12d\n", "events relayed", f.events, p.events)
+		fmt.Printf("%-44s %12d %12d  (target 0)\n", "failed streams", f.failures, p.failures)
 	}
 	if *mode == "all" || *mode == "streams" {
 		for _, kind := range []string{"plain", "TLS"} {
@@ -239,11 +260,120 @@ func holdStreams(t *target, n int) float64 {
 	return float64(during-before) / float64(n)
 }
 
-// serveUpstream is the fake Azure: a small JSON answer, or for a streamed
-// request one event and then an open connection until the client leaves.
+// paced is what one llm-mode run of a target measured.
+type paced struct {
+	cpuPer100k, p50, p99, rssMB float64
+	events, failures            int
+}
+
+// paceStreams runs n streams through t, each of events chunks a pace apart,
+// and measures t's CPU per event relayed, each event's delay (the upstream's
+// timestamp in it against its arrival here), and t's memory.
+func paceStreams(t *target, n, events int, pace time.Duration) paced {
+	time.Sleep(time.Second) // let the previous load settle
+	transport := &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}
+	defer transport.CloseIdleConnections()
+	client := &http.Client{Transport: transport}
+	body := fmt.Sprintf(`{"messages":[{"role":"user","content":"Tell me a story."}],"stream":true,"stream_options":{"include_usage":true},"bench_events":%d,"bench_pace_ms":%d,"model":"gpt-4o"}`,
+		events, pace.Milliseconds())
+	var mu sync.Mutex
+	var delays []time.Duration
+	var relayed, failures int
+	var peakRSS int64
+	stop := make(chan struct{})
+	go func() { // sample memory while the streams run
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(500 * time.Millisecond):
+				mu.Lock()
+				peakRSS = max(peakRSS, rss(t.pid))
+				mu.Unlock()
+			}
+		}
+	}()
+	before := cpuTime(t.pid)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * pace / time.Duration(n)) // spread the starts over one pace
+			req, _ := http.NewRequest("POST", t.url+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer bench-key")
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				mu.Lock()
+				failures++
+				mu.Unlock()
+				return
+			}
+			defer resp.Body.Close()
+			var mine []time.Duration
+			r := bufio.NewReader(resp.Body)
+			for {
+				line, err := r.ReadSlice('\n')
+				if err != nil {
+					break
+				}
+				if i := bytes.Index(line, []byte(`"bench_t":`)); i >= 0 {
+					rest := line[i+len(`"bench_t":`):]
+					end := bytes.IndexAny(rest, ",}")
+					if ns, err := strconv.ParseInt(string(rest[:end]), 10, 64); err == nil {
+						mine = append(mine, time.Since(time.Unix(0, ns)))
+					}
+				}
+			}
+			mu.Lock()
+			delays = append(delays, mine...)
+			relayed += len(mine)
+			if len(mine) != events {
+				failures++
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	cpu := cpuTime(t.pid) - before
+	close(stop)
+	slices.Sort(delays)
+	ms := func(q float64) float64 {
+		if len(delays) == 0 {
+			return 0
+		}
+		return float64(delays[int(q*float64(len(delays)-1))].Microseconds()) / 1000
+	}
+	return paced{cpuPer100k: cpu.Seconds() / float64(max(relayed, 1)) * 1e5, p50: ms(0.5), p99: ms(0.99),
+		rssMB: mb(peakRSS), events: relayed, failures: failures}
+}
+
+// serveUpstream is the fake Azure: a small JSON answer; for a streamed
+// request one event and then an open connection until the client leaves; for
+// a paced one (bench_events), Azure's first chunk, then a content chunk every
+// bench_pace_ms carrying the time it was sent, a usage chunk and [DONE].
 func serveUpstream(plainAddr, tlsAddr, certFile, keyFile string) {
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if events, pace := benchNumber(body, "bench_events"), benchNumber(body, "bench_pace_ms"); events > 0 {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, `data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}`+"\n\n")
+			w.(http.Flusher).Flush()
+			tick := time.NewTicker(time.Duration(pace) * time.Millisecond)
+			defer tick.Stop()
+			for i := range events {
+				select {
+				case <-tick.C:
+				case <-r.Context().Done():
+					return
+				}
+				fmt.Fprintf(w, `data: {"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"delta":{"content":"tok%d "},"finish_reason":null,"index":0}],"created":1,"id":"chatcmpl-b","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","system_fingerprint":"fp","usage":null,"bench_t":%d}`+"\n\n", i, time.Now().UnixNano())
+				w.(http.Flusher).Flush()
+			}
+			io.WriteString(w, `data: {"choices":[],"created":1,"id":"chatcmpl-b","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","usage":{"prompt_tokens":12,"completion_tokens":`+strconv.Itoa(events)+`,"total_tokens":`+strconv.Itoa(events+12)+`}}`+"\n\ndata: [DONE]\n\n")
+			return
+		}
 		if bytes.Contains(body, []byte(`"stream":true`)) {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n")
@@ -257,6 +387,31 @@ func serveUpstream(plainAddr, tlsAddr, certFile, keyFile string) {
 	go func() { log.Fatal(http.ListenAndServe(plainAddr, h)) }()
 	srv := &http.Server{Addr: tlsAddr, Handler: h, MaxHeaderBytes: 1 << 20}
 	log.Fatal(srv.ListenAndServeTLS(certFile, keyFile))
+}
+
+// imageChatBody is a vision request: two base64 image data URLs of
+// imageSize bytes each, and model last, as openai-python writes it.
+func imageChatBody(imageSize int) []byte {
+	image := make([]byte, imageSize)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	for i := range image {
+		image[i] = alphabet[(i*7+i/13)%64]
+	}
+	part := `{"type":"image_url","image_url":{"url":"data:image/png;base64,` + string(image) + `"}}`
+	return []byte(`{"messages":[{"role":"user","content":[{"type":"text","text":"What is in these images?"},` +
+		part + `,` + part + `]}],"max_tokens":300,"model":"gpt-4o"}`)
+}
+
+// benchNumber reads a whole-number member of a bench request's body.
+func benchNumber(body []byte, name string) int {
+	i := bytes.Index(body, []byte(`"`+name+`":`))
+	if i < 0 {
+		return 0
+	}
+	rest := body[i+len(name)+3:]
+	end := bytes.IndexAny(rest, ",}")
+	n, _ := strconv.Atoi(string(rest[:end]))
+	return n
 }
 
 func chatBody(size int) []byte {
