@@ -86,5 +86,8 @@ func logAccess(log *slog.Logger, r *http.Request, respHeader http.Header, o *req
 	if o.aborted {
 		attrs = append(attrs, slog.Bool("aborted", true))
 	}
+	if o.cutByShutdown {
+		attrs = append(attrs, slog.Bool("cut_by_shutdown", true))
+	}
 	log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }

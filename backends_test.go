@@ -619,3 +619,56 @@ func TestOneRequestCannotCoolAModel(t *testing.T) {
 		t.Errorf("a lone candidate's failure is logged with a cooldown:\n%s", q.logs)
 	}
 }
+
+// TestFailoverPromises: Azure's earlier answer wins over a later transport
+// error; a timeout is resent only where a second copy changes nothing, and
+// the wait for headers is one budget for all attempts; a client's
+// Idempotency-Key does not let Go's transport resend on its own.
+func TestFailoverPromises(t *testing.T) {
+	// 1. a throttles, b takes the request and drops the connection.
+	a := newFakeAzure(t, fakeTLS, status(429, map[string]string{"Retry-After": "7"}, `{"error":{"code":"429","message":"slow down"}}`))
+	cut := newFakeAzure(t, fakePlain, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+	})
+	p := startClocked(t, fmt.Sprintf(twoBackends, ""), nil, a, cut)
+	resp, body := p.post(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "7" {
+		t.Errorf("429 then a cut connection: %d %s, want Azure's 429", resp.StatusCode, body)
+	}
+
+	// 3 and 4. Two backends that never answer, a third that would.
+	hang := func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }
+	h1, h2, ok := newFakeAzure(t, fakeTLS, hang), newFakeAzure(t, fakeTLS, hang), newFakeAzure(t, fakeTLS, ok200)
+	three := `{"backends": {"h1": {"endpoint": "{A}"}, "h2": {"endpoint": "{B}"}, "ok": {"endpoint": "{C}"}}, "default_backend": "h1",
+  "models": {"m": [{"backend": "h1", "deployment": "d", "weight": 100}, {"backend": "h2", "deployment": "d", "weight": 10}, {"backend": "ok", "deployment": "d"}]}}`
+	q := startClocked(t, three, map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "300ms"}, h1, h2, ok)
+	// A stored response (state on Azure): never sent twice.
+	if resp, _ := q.post(t, "/v1/responses", `{"model":"m","input":"x"}`); resp.StatusCode != http.StatusGatewayTimeout || len(h2.all())+len(ok.all()) != 0 {
+		t.Errorf("stored response after a timeout: %d; h2 saw %d, ok saw %d; want 504 and no resend", resp.StatusCode, len(h2.all()), len(ok.all()))
+	}
+	// Chat is resent, within one budget: the first attempt spent it all, so no second.
+	if resp, _ := q.post(t, "/v1/chat/completions", `{"model":"m"}`); resp.StatusCode != http.StatusGatewayTimeout || len(ok.all()) != 0 {
+		t.Errorf("chat after the whole budget went to one hang: %d; ok saw %d; want 504", resp.StatusCode, len(ok.all()))
+	}
+
+	// 7. An Idempotency-Key: the request reaches Azure once, however the connection breaks.
+	var seen atomic.Int32
+	flaky := newFakeAzure(t, fakePlain, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Cut") != "" {
+			seen.Add(1)
+			conn, _, _ := http.NewResponseController(w).Hijack()
+			conn.Close()
+			return
+		}
+		ok200(w, r)
+	})
+	tls := newFakeAzure(t, fakeTLS, ok200) // startClocked takes its CA from the first fake
+	r := startClocked(t, `{"backends": {"f": {"endpoint": "{B}"}, "t": {"endpoint": "{A}"}}, "default_backend": "f"}`, nil, tls, flaky)
+	r.post(t, "/v1/chat/completions", `{"model":"x"}`) // a keep-alive connection to reuse
+	(&testProxy{URL: r.URL}).do(t, "POST", "/v1/chat/completions", http.Header{"Authorization": {"Bearer " + testKey},
+		"Content-Type": {"application/json"}, "Idempotency-Key": {"k1"}, "X-Cut": {"1"}}, []byte(`{"model":"x"}`))
+	if n := seen.Load(); n != 1 {
+		t.Errorf("a request with an Idempotency-Key reached Azure %d times, want once", n)
+	}
+}

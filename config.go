@@ -29,6 +29,7 @@ type Config struct {
 	ReloadInterval  time.Duration // how often the config and key files are checked for changes
 	MaxConnections  int           // client connections served at once; beyond it, only health checks
 	ShutdownTimeout time.Duration
+	DrainDelay      time.Duration    // after SIGTERM, serving on while load balancers notice readiness is off
 	CORSOrigins     []string         // none by default when the proxy is open (routeTable.open)
 	AllowedHosts    []string         // Host values an open proxy answers besides IP literals and localhost
 	LogFormat       string           // "text" or "json"
@@ -71,6 +72,7 @@ func settings() []setting {
 		{"AZURE_OPENAI_PROXY_RELOAD_INTERVAL", "5s", "how often the config file and key files are checked; a change reloads them"},
 		{"AZURE_OPENAI_PROXY_MAX_CONNECTIONS", "4096", "client connections at once; beyond, 503 for all but /healthz and /readyz"},
 		{"AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT", "25s", "on SIGTERM, how long in-flight requests and streams may take to finish"},
+		{"AZURE_OPENAI_PROXY_DRAIN_DELAY", "3s", "on SIGTERM, how long to keep serving (not ready, closing connections) before draining; 0: none"},
 		{"AZURE_OPENAI_PROXY_CORS_ORIGINS", "*", "origins browsers may call from, comma-separated (none by default when the proxy holds a key and requires none)"},
 		{"AZURE_OPENAI_PROXY_ALLOWED_HOSTS", "", "when the proxy holds a key and requires none: Host names it answers besides IP literals and localhost"},
 		{"AZURE_OPENAI_PROXY_LOG_FORMAT", "text", "text or json"},
@@ -217,6 +219,11 @@ func loadConfig(o options, getenv func(string) string) (Config, error) {
 	}
 	if cfg.ShutdownTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT"); err != nil {
 		return cfg, err
+	}
+	if delay := envOr(getenv, "AZURE_OPENAI_PROXY_DRAIN_DELAY"); delay != "0" {
+		if cfg.DrainDelay, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_DRAIN_DELAY"); err != nil {
+			return cfg, err
+		}
 	}
 	if cfg.BodyTimeout, err = parseDuration(getenv, "AZURE_OPENAI_PROXY_BODY_TIMEOUT"); err != nil {
 		return cfg, err

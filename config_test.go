@@ -265,7 +265,7 @@ func TestUnknownSettingsWarned(t *testing.T) {
 	ctx, cancel := context.WithCancel(withEnvironNames(context.Background(), []string{"AZURE_OPENAI_API_VERSION=2024-10-21"}))
 	cancel()
 	var out bytes.Buffer
-	run(ctx, []string{"-listen", "127.0.0.1:0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x"}), &bytes.Buffer{}, &out)
+	run(ctx, []string{"-listen", "127.0.0.1:0"}, mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://x", "AZURE_OPENAI_PROXY_DRAIN_DELAY": "0"}), &bytes.Buffer{}, &out)
 	if !strings.Contains(out.String(), "did you mean AZURE_OPENAI_API_VER?") {
 		t.Errorf("run did not warn:\n%s", out.String())
 	}

@@ -17,7 +17,9 @@ func TestDeploymentFiles(t *testing.T) {
 	for _, s := range settings() {
 		known = append(known, strings.Split(s.env, ", ")...)
 	}
-	drain, _ := parseDuration(mapEnv(nil), "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT")
+	timeout, _ := parseDuration(mapEnv(nil), "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT")
+	delay, _ := parseDuration(mapEnv(nil), "AZURE_OPENAI_PROXY_DRAIN_DELAY")
+	drain := delay + timeout // the longest a SIGTERMed proxy takes
 	readme, _ := os.ReadFile("README.md")
 	for _, path := range []string{"deploy/docker-compose.yml", "deploy/kubernetes/sidecar.yaml", "deploy/kubernetes/gateway.yaml"} {
 		data, err := os.ReadFile(path)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -28,21 +29,22 @@ const (
 // has not seen any byte of. Everything it needs was decided by the handler
 // and travels in the request's upstreamCall; upstream.go builds each attempt.
 type backendTransport struct {
-	next    http.RoundTripper
-	log     *slog.Logger
-	now     func() time.Time
-	entra   *entraCredential // for backends that authenticate with Entra ID
-	metrics *metrics
+	next          http.RoundTripper
+	headerTimeout time.Duration // for all of a request's attempts together
+	log           *slog.Logger
+	now           func() time.Time
+	entra         *entraCredential // for backends that authenticate with Entra ID
+	metrics       *metrics
 
 	mu           sync.Mutex
 	coolingUntil map[string]time.Time // candidate cooldownKey → end of its cooldown
 }
 
-func newBackendTransport(next http.RoundTripper, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
+func newBackendTransport(next http.RoundTripper, headerTimeout time.Duration, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
 	if now == nil {
 		now = time.Now
 	}
-	return &backendTransport{next: next, log: logger, now: now, entra: entra, metrics: m, coolingUntil: map[string]time.Time{}}
+	return &backendTransport{next: next, headerTimeout: headerTimeout, log: logger, now: now, entra: entra, metrics: m, coolingUntil: map[string]time.Time{}}
 }
 
 func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -51,7 +53,17 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	tried := make([]bool, len(candidates))
 	var lastAnswer *http.Response // Azure's last answer among the attempts that failed over
 	var lastFailure *upstreamFailure
+	// One wait for response headers, however many attempts share it.
+	ctx := context.WithValue(req.Context(), headerDeadlineKey{}, time.Now().Add(t.headerTimeout))
+	req = req.WithContext(ctx)
+	deadline, _ := ctx.Value(headerDeadlineKey{}).(time.Time)
 	for range call.maxAttempts() {
+		if (lastAnswer != nil || lastFailure != nil) && time.Now().After(deadline) {
+			if lastFailure != nil {
+				lastFailure = &upstreamFailure{kind: failTimeout, host: lastFailure.host, err: errUpstreamTimeout}
+			}
+			break // the wait for response headers is over, whatever candidates are left
+		}
 		i, wait := t.choose(call, candidates, tried)
 		if i < 0 {
 			if lastAnswer == nil && lastFailure == nil {
@@ -62,9 +74,12 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		tried[i] = true
 		c := candidates[i]
 		resp, failure := t.try(req, call, c)
-		v := t.judge(c, resp, failure)
+		v := t.judge(call, c, resp, failure)
 		t.metrics.attempt(c.backend.name, v.outcome)
 		if !v.retry {
+			if failure != nil && lastAnswer != nil && failure.kind != failClientGone {
+				break // Azure's earlier answer says more than this failure
+			}
 			if failure != nil {
 				return nil, failure
 			}
@@ -72,6 +87,9 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 			return resp, nil
 		}
 		attrs := []any{"backend", c.backend.name, "deployment", c.deployment, "reason", v.reason}
+		if failure != nil && failure.kind == failTimeout {
+			attrs = append(attrs, "resent_after_timeout", true) // the next candidate gets what this one may still be doing
+		}
 		if len(candidates) > 1 && call.placesDeployment {
 			// A lone candidate has nowhere else to go; and a deployment the
 			// proxy did not name is not this candidate's failure.
@@ -169,11 +187,13 @@ type verdict struct {
 // judge decides whether an attempt's outcome should go to the next candidate,
 // and for how long the candidate cools down. A response it retries has its
 // body buffered, so that it can still be returned if it turns out to be the last.
-func (t *backendTransport) judge(c candidate, resp *http.Response, f *upstreamFailure) verdict {
+func (t *backendTransport) judge(call *upstreamCall, c candidate, resp *http.Response, f *upstreamFailure) verdict {
 	if f != nil {
 		v := verdict{outcome: f.outcomeLabel()}
 		switch {
-		case f.kind == failTimeout:
+		case f.kind == failTimeout && call.resendableAfterTimeout():
+			// Azure may have the request; only where a second one costs
+			// tokens but changes nothing is it sent again.
 			v.retry, v.cooldown, v.reason = true, cooldownAfterFailure, "no response headers within the upstream timeout"
 		case f.nothingSent():
 			v.retry, v.cooldown, v.reason = true, cooldownAfterFailure, f.reason()

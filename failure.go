@@ -113,12 +113,12 @@ func (p *attemptProgress) failure(clientCtx context.Context, host string, err er
 	switch {
 	case clientCtx.Err() != nil:
 		f.kind = failClientGone
+	case !p.connected.Load() && p.tlsStarted.Load():
+		f.kind = failTLS // a reset, EOF, bad certificate or timeout in the handshake: nothing sent
+	case !p.wroteHeaders.Load():
+		f.kind = failConnect // the timeout too, if it came before the request went out
 	case errors.Is(err, errUpstreamTimeout):
 		f.kind = failTimeout
-	case !p.connected.Load() && p.tlsStarted.Load():
-		f.kind = failTLS
-	case !p.wroteHeaders.Load():
-		f.kind = failConnect
 	}
 	return f
 }
@@ -162,6 +162,9 @@ func retryAfterSeconds(wait time.Duration) int {
 // describeNetError describes a transport error in words that hold no URL,
 // header or key: only what failed.
 func describeNetError(err error) string {
+	if errors.Is(err, errUpstreamTimeout) {
+		return "no connection within the upstream timeout"
+	}
 	if dnsErr, ok := errors.AsType[*net.DNSError](err); ok {
 		return "DNS lookup failed (" + dnsErr.Err + ")"
 	}

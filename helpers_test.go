@@ -157,7 +157,9 @@ var anyListenLine = regexp.MustCompile(`listen(?:=|":")[^\s",]*:(\d+)`)
 // with env on top of the defaults, and waits until it serves /healthz.
 func startProxy(t *testing.T, fake *fakeAzure, env map[string]string, args ...string) *testProxy {
 	t.Helper()
-	vars := map[string]string{"AZURE_OPENAI_API_VER": datedAPIVersion} // tests of the v1 default say so
+	// The dated API (tests of the v1 default say so), and no drain delay
+	// (tests of the shutdown set one).
+	vars := map[string]string{"AZURE_OPENAI_API_VER": datedAPIVersion, "AZURE_OPENAI_PROXY_DRAIN_DELAY": "0"}
 	if fake != nil {
 		vars["AZURE_OPENAI_ENDPOINT"] = fake.URL
 		if fake.TLS != nil {

@@ -305,6 +305,7 @@ func TestSIGTERMMidStream(t *testing.T) {
 	cmd := exec.Command(os.Args[0], "-listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(),
 		"AZURE_OPENAI_PROXY_TEST_AS_MAIN=1",
+		"AZURE_OPENAI_PROXY_DRAIN_DELAY=0",
 		"AZURE_OPENAI_ENDPOINT="+fake.URL,
 		"AZURE_OPENAI_PROXY_CA_FILE="+fake.caFile(t),
 	)
@@ -421,5 +422,41 @@ func TestConnectionCap(t *testing.T) {
 	}
 	if n := len(fake.all()); n != 0 {
 		t.Errorf("%d requests reached Azure", n)
+	}
+}
+
+// TestDrainDelayAndCutStreams: after SIGTERM the proxy says it is not ready
+// but serves on for the drain delay, closing each connection after its
+// answer (load balancers take a moment to notice); a stream the drain timeout
+// cuts is logged as cut by the shutdown, not as the client's leaving; and no
+// word about websocket sessions when there are none.
+func TestDrainDelayAndCutStreams(t *testing.T) {
+	stream := newSteppedStream("data: 1\n\n", "data: 2\n\n")
+	fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(string(readAllBody(r)), `"stream":true`) {
+			stream.serve(w, r)
+			return
+		}
+		ok200(w, r)
+	})
+	p := startProxy(t, fake, map[string]string{"AZURE_OPENAI_PROXY_DRAIN_DELAY": "700ms", "AZURE_OPENAI_PROXY_SHUTDOWN_TIMEOUT": "200ms"})
+	_, r := p.openStream(t, t.Context())
+	readEvent(t, r)
+	p.stop()
+	waitForLog(t, p, "serving while load balancers notice")
+	if resp, _ := p.do(t, "GET", "/readyz", nil, nil); resp.StatusCode != 503 {
+		t.Errorf("/readyz during the drain delay: %d, want 503", resp.StatusCode)
+	}
+	resp, _ := p.postJSON(t, "/v1/chat/completions", `{"model":"gpt-4o"}`)
+	if resp.StatusCode != 200 || !resp.Close {
+		t.Errorf("a request during the drain delay: %d, closes its connection: %v; want 200 and a close", resp.StatusCode, resp.Close)
+	}
+	p.waitStopped(t)
+	logs := p.logs.String()
+	if !strings.Contains(logs, "cut_by_shutdown=true") || strings.Contains(logs, "status=499") {
+		t.Errorf("the stream the drain timeout cut is not logged as cut by the shutdown:\n%s", logs)
+	}
+	if strings.Contains(logs, "websocket sessions") {
+		t.Errorf("a warning about websocket sessions when there were none:\n%s", logs)
 	}
 }

@@ -147,17 +147,29 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		}
 	}
 
+	// Readiness turns 503 at once, but load balancers (Kubernetes endpoints)
+	// take a few seconds to notice: until DrainDelay has passed, requests are
+	// still served, each answer closing its connection.
 	state.ready.Store(false)
+	state.closingConns.Store(true)
+	if cfg.DrainDelay > 0 {
+		logger.Info("draining: not ready; serving while load balancers notice", "delay", cfg.DrainDelay.String())
+		time.Sleep(cfg.DrainDelay)
+	}
 	logger.Info("draining", "timeout", cfg.ShutdownTimeout.String())
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		logger.Warn("shutdown timeout passed; closing the remaining connections")
+		state.cutByShutdown.Store(true)
 		srv.Close()
 	}
 	// Shutdown does not wait for websocket sessions: they get what is left of the grace period.
 	if !state.sessions.wait(drainCtx) {
-		logger.Warn("shutdown timeout passed; closing the remaining websocket sessions", "sessions", state.sessions.closeAll())
+		state.cutByShutdown.Store(true)
+		if n := state.sessions.closeAll(); n > 0 {
+			logger.Warn("shutdown timeout passed; closing the remaining websocket sessions", "sessions", n)
+		}
 	}
 	<-served
 	logger.Info("stopped")

@@ -31,6 +31,7 @@ type requestOutcome struct {
 	// Settled when the request ends.
 	status           int    // what the client got; statusClientClosed if it left first
 	aborted          bool   // the answer was cut off (ErrAbortHandler)
+	cutByShutdown    bool   // by the proxy's own shutdown, not by the client
 	shownModel       string // model as the log and the metrics may show it ("" if none or not shown)
 	modelHidden      bool   // the client named a model that may not be shown
 	firstByte, total time.Duration
@@ -42,12 +43,19 @@ type requestOutcome struct {
 const statusClientClosed = 499
 
 // settle works out, once, what the log and the metrics both read.
-func (o *requestOutcome) settle(r *http.Request, rec *responseRecorder, aborted bool) {
+func (o *requestOutcome) settle(r *http.Request, rec *responseRecorder, aborted, shuttingDown bool) {
 	o.aborted = aborted
 	o.status = rec.status
-	if r.Context().Err() != nil && (o.status == 0 || aborted) {
+	cut := r.Context().Err() != nil && (o.status == 0 || aborted)
+	switch {
+	case cut && shuttingDown:
+		o.cutByShutdown = true
+		if o.status == 0 {
+			o.status = http.StatusServiceUnavailable
+		}
+	case cut:
 		o.status = statusClientClosed
-	} else if o.status == 0 {
+	case o.status == 0:
 		o.status = http.StatusOK
 	}
 	// A configured model, or one that is a valid deployment name, may be

@@ -17,9 +17,11 @@ const maxEphemeralBody = 1 << 20
 // serverState is what changes while the server runs: readiness (cleared while
 // draining) and the route table (swapped on reload).
 type serverState struct {
-	ready    atomic.Bool
-	routes   atomic.Pointer[routeTable]
-	sessions sessionTracker // websocket sessions, which Shutdown does not wait for
+	ready         atomic.Bool
+	closingConns  atomic.Bool // draining: every answer closes its connection
+	cutByShutdown atomic.Bool // the drain timeout passed: what is cut now was cut by the proxy
+	routes        atomic.Pointer[routeTable]
+	sessions      sessionTracker // websocket sessions, which Shutdown does not wait for
 }
 
 // proxyHandler validates and resolves each request, then hands it to one
@@ -48,7 +50,7 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 	}
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite:        stripClientHeaders,
-		Transport:      newBackendTransport(newUpstreamTransport(cfg), logger, cfg.Now, cfg.Entra, m),
+		Transport:      newBackendTransport(newUpstreamTransport(cfg), cfg.UpstreamTimeout, logger, cfg.Now, cfg.Entra, m),
 		FlushInterval:  -1, // server-sent events reach the client as Azure sends them
 		ModifyResponse: h.modifyResponse,
 		ErrorHandler:   h.upstreamError,
@@ -59,6 +61,9 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.state.closingConns.Load() {
+		w.Header().Set("Connection", "close") // the client's next request goes to another replica
+	}
 	h.cors.setHeaders(w.Header(), r)
 	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "", true) {
 		return
@@ -80,7 +85,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// http.ErrAbortHandler; record the request, then let the server see it.
 		p := recover()
 		h.metrics.inFlight.Add(-1)
-		outcome.settle(r, rec, p != nil)
+		outcome.settle(r, rec, p != nil, h.state.cutByShutdown.Load())
 		logAccess(h.log, r, rec.Header(), outcome)
 		h.metrics.record(outcome)
 		if p != nil {

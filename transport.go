@@ -57,9 +57,19 @@ type headerTimeoutTransport struct {
 	timeout time.Duration
 }
 
+// headerDeadlineKey carries the deadline a request's attempts share for
+// response headers: a later attempt gets what is left.
+type headerDeadlineKey struct{}
+
 func (t *headerTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	timeout := t.timeout
+	if deadline, ok := req.Context().Value(headerDeadlineKey{}).(time.Time); ok {
+		if timeout = min(timeout, time.Until(deadline)); timeout <= 0 {
+			return nil, errUpstreamTimeout
+		}
+	}
 	ctx, cancel := context.WithCancelCause(req.Context())
-	timer := time.AfterFunc(t.timeout, func() { cancel(errUpstreamTimeout) })
+	timer := time.AfterFunc(timeout, func() { cancel(errUpstreamTimeout) })
 	resp, err := t.next.RoundTrip(req.WithContext(ctx))
 	if !timer.Stop() {
 		if err == nil {

@@ -75,13 +75,41 @@ func (c *upstreamCall) attempt(ctx context.Context, req *http.Request, cand cand
 			start, end, replacement = m.start, m.end, m.replacement(cand.deployment)
 		}
 		out.Body = c.body.reader(start, end, replacement)
-		out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
+		if req.Header.Get("Idempotency-Key") == "" && req.Header.Get("X-Idempotency-Key") == "" {
+			// With these headers Go's transport would resend a POST itself
+			// after a reset; without GetBody it cannot: resending is the
+			// failover code's decision alone.
+			out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
+		}
 		out.ContentLength = int64(c.body.size - (end - start) + len(replacement))
 	}
 	return out
 }
 
 func (b *backend) v1() bool { return b.apiVersion == apiV1 }
+
+// resendableAfterTimeout reports whether the request may go to another
+// candidate after one timed out waiting for response headers, when that one
+// may still be working on it: only stateless inference (chat, completions,
+// embeddings, audio, images, and responses with "store": false), where a
+// second copy costs tokens but changes nothing. Routes that create or change
+// state (files, uploads, batches, fine-tuning, stored responses,
+// conversations, vector stores, videos, evals) are never sent twice.
+func (c *upstreamCall) resendableAfterTimeout() bool {
+	switch {
+	case c.route.kind == routeDeployment || c.route.kind == routeEngine:
+		return true
+	case c.route.opPath == "responses" && c.body != nil:
+		c.body.mu.Lock()
+		defer c.body.mu.Unlock()
+		if c.body.buf == nil {
+			return false
+		}
+		store, err := findMember(c.body.buf, "store")
+		return err == nil && store.found && string(c.body.buf[store.start:store.end]) == "false"
+	}
+	return false
+}
 
 // deploymentInBody reports whether Azure reads the deployment from the
 // body's model on this route: on every v1 route, and on dated routes
