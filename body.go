@@ -177,7 +177,9 @@ func optionalModel(rt route, contentType string, body []byte) (requestModel, *ap
 			return requestModel{}, nil
 		}
 		offset = field.start
-		field, _ = findModel(body[field.start:field.end]) // valid JSON: no error
+		if field, e = jsonModel(body[field.start:field.end], "model"); e != nil {
+			return requestModel{}, e // a session naming its model twice
+		}
 	}
 	if !field.found || !field.isString {
 		return requestModel{}, nil

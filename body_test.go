@@ -226,3 +226,26 @@ func TestTwoModelFieldsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestNestedModelNamedTwice: a realtime client secret whose session names
+// its model twice (in any case) is refused, as a body's top-level model is.
+func TestNestedModelNamedTwice(t *testing.T) {
+	rt, _ := resolveRoute(httptest.NewRequest("POST", "/v1/realtime/client_secrets", nil))
+	_, e := findRequestModel(rt, "application/json", []byte(`{"session":{"type":"realtime","model":"gpt-realtime","MODEL":"other-deployment"}}`))
+	if e == nil || e.Status != 400 {
+		t.Errorf("two models in the session: %v, want 400", e)
+	}
+	if m, e := findRequestModel(rt, "application/json", []byte(`{"session":{"type":"realtime","model":"gpt-realtime"}}`)); e != nil || string(m.name) != "gpt-realtime" {
+		t.Errorf("one model: %q %v", m.name, e)
+	}
+}
+
+// TestLongBoundaryAsMimeMultipart: mime/multipart refuses boundaries longer
+// than its 4 KiB line buffer; so does the proxy, rather than forward them.
+func TestLongBoundaryAsMimeMultipart(t *testing.T) {
+	boundary := strings.Repeat("b", 5000)
+	body := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--" + boundary + "--\r\n"
+	if _, e := modelFromBody("multipart/form-data; boundary="+boundary, []byte(body)); e == nil || e.Status != 400 {
+		t.Errorf("a 5000-byte boundary: %v, want 400 as mime/multipart reads it", e)
+	}
+}

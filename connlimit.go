@@ -5,22 +5,18 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // connLimiter counts the client connections the server holds. A connection
 // past max is still accepted, so that health checks keep answering, but the
-// handler gives it nothing else (503), and it gets a short deadline to send
-// its request: many slow or idle clients cannot take the process's file
-// descriptors and memory from the rest.
+// handler gives it nothing else (503) and closes it after its first answer:
+// many slow or idle clients cannot take the process's file descriptors and
+// memory from the rest. (An idle one lasts the server's ReadHeaderTimeout.)
 type connLimiter struct {
 	net.Listener
 	max  int64
 	open atomic.Int64
 }
-
-// overCapacityGrace is how long a connection past the limit has to send its request.
-const overCapacityGrace = 5 * time.Second
 
 type overCapacityKey struct{}
 
@@ -35,7 +31,6 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 // connContext marks the requests of a connection past the limit.
 func (l *connLimiter) connContext(ctx context.Context, c net.Conn) context.Context {
 	if cc, ok := c.(*countedConn); ok && cc.over {
-		_ = c.SetReadDeadline(time.Now().Add(overCapacityGrace))
 		return context.WithValue(ctx, overCapacityKey{}, true)
 	}
 	return ctx

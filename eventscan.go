@@ -14,65 +14,33 @@ import (
 func scanChunk(data []byte) (keep bool, usage *tokenUsage, ok bool) {
 	s := jsonScanner{data: data}
 	s.skipSpace()
-	if !s.consume('{') {
-		return false, nil, false
-	}
 	var seenChoices, seenUsage, seenResponse, choicesNull bool
 	var topUsage, responseUsage *tokenUsage
-	onlyAnnotations := true // every choice so far holds annotation fields only
-	for first := true; ; first = false {
-		s.skipSpace()
-		if first && s.consume('}') {
-			break
-		}
-		key, ok := s.plainKey()
-		if !ok {
-			return false, nil, false
-		}
-		s.skipSpace()
-		if !s.consume(':') {
-			return false, nil, false
-		}
-		s.skipSpace()
+	onlyAnnotations := true // every choice holds annotation fields only
+	ok = s.members(func(key []byte) bool {
+		var ok bool
 		switch {
 		case string(key) == "choices" && !seenChoices:
 			seenChoices = true
-			if s.literal("null") {
-				choicesNull = true
-				break
+			if choicesNull = s.literal("null"); choicesNull {
+				return true
 			}
-			annotations, ok := s.choices()
-			if !ok {
-				return false, nil, false
-			}
-			onlyAnnotations = annotations
+			onlyAnnotations, ok = s.choices()
+			return ok
 		case string(key) == "usage" && !seenUsage:
 			seenUsage = true
-			if topUsage, ok = s.usageObject(2); !ok {
-				return false, nil, false
-			}
+			topUsage, ok = s.usageObject(2)
+			return ok
 		case string(key) == "response" && !seenResponse:
 			seenResponse = true
-			if responseUsage, ok = s.responseObject(); !ok {
-				return false, nil, false
-			}
+			responseUsage, ok = s.responseObject()
+			return ok
 		case foldsTo(key, "choices") || foldsTo(key, "usage") || foldsTo(key, "response"):
-			return false, nil, false // repeated, or in another case: encoding/json's rules
-		default:
-			if s.skipValue(1) != nil {
-				return false, nil, false
-			}
+			return false // repeated, or in another case: encoding/json's rules
 		}
-		s.skipSpace()
-		if s.consume(',') {
-			continue
-		}
-		if !s.consume('}') {
-			return false, nil, false
-		}
-		break
-	}
-	if s.atEnd() != nil {
+		return s.skipValue(1) == nil
+	})
+	if !ok || s.atEnd() != nil {
 		return false, nil, false
 	}
 	usage = topUsage
@@ -83,6 +51,39 @@ func scanChunk(data []byte) (keep bool, usage *tokenUsage, ok bool) {
 		return true, usage, true
 	}
 	return !onlyAnnotations, usage, true
+}
+
+// members reads an object whose members have plain keys (no escapes),
+// calling value for each with the scanner at the member's value; value
+// consumes it and reports whether to go on. It reports whether the object
+// was read whole.
+func (s *jsonScanner) members(value func(key []byte) bool) bool {
+	if !s.consume('{') {
+		return false
+	}
+	for first := true; ; first = false {
+		s.skipSpace()
+		if first && s.consume('}') {
+			return true
+		}
+		key, ok := s.plainKey()
+		if !ok {
+			return false
+		}
+		s.skipSpace()
+		if !s.consume(':') {
+			return false
+		}
+		s.skipSpace()
+		if !value(key) {
+			return false
+		}
+		s.skipSpace()
+		if s.consume(',') {
+			continue
+		}
+		return s.consume('}')
+	}
 }
 
 // foldsTo reports whether key matches name as encoding/json matches a key to a field.
@@ -140,47 +141,28 @@ func (s *jsonScanner) choices() (onlyAnnotations, ok bool) {
 
 // choice reads one choice object: whether it holds annotation fields only.
 func (s *jsonScanner) choice() (annotations, ok bool) {
-	if !s.consume('{') {
-		return false, false
-	}
 	annotations = true
 	var seenFinish, seenLogprobs bool
-	for first := true; ; first = false {
-		s.skipSpace()
-		if first && s.consume('}') {
-			return annotations, true
-		}
-		key, ok := s.plainKey()
-		if !ok {
-			return false, false
-		}
-		s.skipSpace()
-		if !s.consume(':') {
-			return false, false
-		}
-		s.skipSpace()
+	ok = s.members(func(key []byte) bool {
 		valueStart := s.pos
 		if s.skipValue(3) != nil {
-			return false, false
+			return false
 		}
 		switch string(key) {
 		case "finish_reason", "logprobs":
 			// A map keeps the last of a repeated key: take encoding/json's path.
 			finish := string(key) == "finish_reason"
 			if finish && seenFinish || !finish && seenLogprobs {
-				return false, false
+				return false
 			}
 			seenFinish, seenLogprobs = seenFinish || finish, seenLogprobs || !finish
 		}
 		if !annotationField(string(key), s.data[valueStart:s.pos]) {
 			annotations = false
 		}
-		s.skipSpace()
-		if s.consume(',') {
-			continue
-		}
-		return annotations, s.consume('}')
-	}
+		return true
+	})
+	return annotations, ok
 }
 
 // responseObject reads the Responses API's "response" member: its usage.
@@ -188,45 +170,25 @@ func (s *jsonScanner) responseObject() (*tokenUsage, bool) {
 	if s.literal("null") {
 		return nil, true
 	}
-	if !s.consume('{') {
-		return nil, false
-	}
 	var usage *tokenUsage
 	seen := false
-	for first := true; ; first = false {
-		s.skipSpace()
-		if first && s.consume('}') {
-			return usage, true
-		}
-		key, ok := s.plainKey()
-		if !ok {
-			return nil, false
-		}
-		s.skipSpace()
-		if !s.consume(':') {
-			return nil, false
-		}
-		s.skipSpace()
+	ok := s.members(func(key []byte) bool {
+		var ok bool
 		switch {
 		case string(key) == "usage" && !seen:
 			seen = true
-			if usage, ok = s.usageObject(3); !ok {
-				return nil, false
-			}
+			usage, ok = s.usageObject(3)
+			return ok
 		case foldsTo(key, "usage"):
-			return nil, false
-		default:
-			if s.skipValue(2) != nil {
-				return nil, false
-			}
+			return false
 		}
-		s.skipSpace()
-		if s.consume(',') {
-			continue
-		}
-		return usage, s.consume('}')
-	}
+		return s.skipValue(2) == nil
+	})
+	return usage, ok
 }
+
+// usageFields are tokenUsage's JSON names, in the order usageObject sets them.
+var usageFields = [...]string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"}
 
 // usageObject reads a usage member: null, or an object of whole token
 // counts. depth is how deep its members are, for the nesting limit.
@@ -234,59 +196,41 @@ func (s *jsonScanner) usageObject(depth int) (*tokenUsage, bool) {
 	if s.literal("null") {
 		return nil, true
 	}
-	if !s.consume('{') {
-		return nil, false
-	}
 	u := &tokenUsage{}
-	var seen [4]bool
-	for first := true; ; first = false {
-		s.skipSpace()
-		if first && s.consume('}') {
-			return u, true
-		}
-		key, ok := s.plainKey()
-		if !ok {
-			return nil, false
-		}
-		s.skipSpace()
-		if !s.consume(':') {
-			return nil, false
-		}
-		s.skipSpace()
+	counts := [...]*int64{&u.PromptTokens, &u.CompletionTokens, &u.InputTokens, &u.OutputTokens}
+	var seen [len(usageFields)]bool
+	ok := s.members(func(key []byte) bool {
 		field := -1
-		for i, name := range [...]string{"prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"} {
+		for i, name := range usageFields {
 			switch {
 			case string(key) == name:
 				field = i
 			case foldsTo(key, name):
-				return nil, false
+				return false
 			}
+		}
+		start := s.pos
+		if s.skipValue(depth) != nil {
+			return false
 		}
 		if field < 0 {
-			if s.skipValue(depth) != nil {
-				return nil, false
-			}
-		} else {
-			if seen[field] {
-				return nil, false
-			}
-			seen[field] = true
-			start := s.pos
-			if s.skipValue(depth) != nil {
-				return nil, false
-			}
-			if raw := s.data[start:s.pos]; string(raw) != "null" {
-				n, err := strconv.ParseInt(string(raw), 10, 64)
-				if err != nil {
-					return nil, false // a fraction, an exponent, a string: encoding/json's error
-				}
-				*[...]*int64{&u.PromptTokens, &u.CompletionTokens, &u.InputTokens, &u.OutputTokens}[field] = n
-			}
+			return true
 		}
-		s.skipSpace()
-		if s.consume(',') {
-			continue
+		if seen[field] {
+			return false
 		}
-		return u, s.consume('}')
+		seen[field] = true
+		if raw := s.data[start:s.pos]; string(raw) != "null" {
+			n, err := strconv.ParseInt(string(raw), 10, 64)
+			if err != nil {
+				return false // a fraction, an exponent, a string: encoding/json's error
+			}
+			*counts[field] = n
+		}
+		return true
+	})
+	if !ok {
+		return nil, false
 	}
+	return u, true
 }

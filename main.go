@@ -111,66 +111,12 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	cfg.Routes.logNotes(logger)
 
 	warnIfOpen(cfg, ln.Addr(), logger)
-	// A SIGHUP never ends the process (Go's default for it): with files to
-	// read it reloads them; without, it says so. Changed files are noticed
-	// without it too, every ReloadInterval.
-	reload := make(chan os.Signal, 1)
-	signal.Notify(reload, syscall.SIGHUP)
-	defer signal.Stop(reload)
-	poll := time.NewTicker(cfg.ReloadInterval)
-	defer poll.Stop()
-	rejected := "" // the files' state a reload was last refused for: not tried again until they change
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	for running := true; running; {
-		select {
-		case err := <-served:
-			return err
-		case <-reload:
-			if cfg.ConfigFile == "" && cfg.Env("AZURE_OPENAI_PROXY_KEYS_FILE") == "" {
-				logger.Info("SIGHUP: nothing to reload (no config file or keys file); serving on")
-				continue
-			}
-			reloadRoutes(cfg, state, logger)
-		case <-poll.C:
-			files := state.routes.Load().files
-			now := files.state(true)
-			if now == files.state(false) || now == rejected {
-				continue
-			}
-			logger.Info("configuration files changed; reloading")
-			if !reloadRoutes(cfg, state, logger) {
-				rejected = now
-			}
-		case <-ctx.Done():
-			running = false
-		}
+	if err := watch(ctx, cfg, state, logger, served); err != nil {
+		return err
 	}
-
-	// Readiness turns 503 at once, but load balancers (Kubernetes endpoints)
-	// take a few seconds to notice: until DrainDelay has passed, requests are
-	// still served, each answer closing its connection.
-	state.ready.Store(false)
-	state.closingConns.Store(true)
-	if cfg.DrainDelay > 0 {
-		logger.Info("draining: not ready; serving while load balancers notice", "delay", cfg.DrainDelay.String())
-		time.Sleep(cfg.DrainDelay)
-	}
-	logger.Info("draining", "timeout", cfg.ShutdownTimeout.String())
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(drainCtx); err != nil {
-		logger.Warn("shutdown timeout passed; closing the remaining connections")
-		state.cutByShutdown.Store(true)
-		srv.Close()
-	}
-	// Shutdown does not wait for websocket sessions: they get what is left of the grace period.
-	if !state.sessions.wait(drainCtx) {
-		state.cutByShutdown.Store(true)
-		if n := state.sessions.closeAll(); n > 0 {
-			logger.Warn("shutdown timeout passed; closing the remaining websocket sessions", "sessions", n)
-		}
-	}
+	drain(cfg, srv, state, logger)
 	<-served
 	logger.Info("stopped")
 	return nil
@@ -190,6 +136,79 @@ func warnIfOpen(cfg Config, addr net.Addr, logger *slog.Logger) {
 	logger.Warn("OPEN PROXY: this proxy sends its own Azure credential for every request and requires no client key, so "+
 		reach+" can use your Azure quota. Set AZURE_OPENAI_PROXY_KEYS (or _FILE) unless that is what you want; web pages are "+
 		"kept out (no CORS origins unless AZURE_OPENAI_PROXY_CORS_ORIGINS names them, Host checked).", "listen", addr.String())
+}
+
+// watch serves until ctx is done (or the server fails), reloading the
+// configuration on SIGHUP and when its files change. A SIGHUP never ends the
+// process (Go's default for it): with files to read it reloads them;
+// without, it says so. Changed files are noticed every ReloadInterval.
+func watch(ctx context.Context, cfg Config, state *serverState, logger *slog.Logger, served <-chan error) error {
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	defer signal.Stop(reload)
+	poll := time.NewTicker(cfg.ReloadInterval)
+	defer poll.Stop()
+	rejected := "" // the files' state a reload was last refused for: not tried again until they change
+	for {
+		select {
+		case err := <-served:
+			return err
+		case <-reload:
+			if cfg.ConfigFile == "" && cfg.Env("AZURE_OPENAI_PROXY_KEYS_FILE") == "" {
+				logger.Info("SIGHUP: nothing to reload (no config file or keys file); serving on")
+				continue
+			}
+			if !reloadRoutes(cfg, state, logger) {
+				rejected = state.routes.Load().files.state(true) // the poll need not try the same files again
+			}
+		case <-poll.C:
+			files := state.routes.Load().files
+			now := files.state(true)
+			if now == files.state(false) || now == rejected {
+				continue
+			}
+			logger.Info("configuration files changed; reloading")
+			if !reloadRoutes(cfg, state, logger) {
+				rejected = now
+			}
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// drain stops the server gracefully. Readiness turns 503 at once, but load
+// balancers (Kubernetes endpoints) take a few seconds to notice: until
+// DrainDelay has passed, requests are still served, each answer closing its
+// connection. Then in-flight requests, streams and websocket sessions get up
+// to ShutdownTimeout to finish; what is left is cut.
+func drain(cfg Config, srv *http.Server, state *serverState, logger *slog.Logger) {
+	state.ready.Store(false)
+	state.closingConns.Store(true)
+	if cfg.DrainDelay > 0 {
+		logger.Info("draining: not ready; serving while load balancers notice", "delay", cfg.DrainDelay.String())
+		time.Sleep(cfg.DrainDelay)
+	}
+	logger.Info("draining", "timeout", cfg.ShutdownTimeout.String())
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		logger.Warn("shutdown timeout passed; closing the remaining connections")
+		state.cutByShutdown.Store(true)
+		srv.Close()
+		// Close does not wait for the handlers it cuts: give them a moment
+		// to write their log lines and metrics.
+		for deadline := time.Now().Add(time.Second); state.handling.Load() > 0 && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// Shutdown does not wait for websocket sessions: they get what is left of the grace period.
+	if !state.sessions.wait(drainCtx) {
+		state.cutByShutdown.Store(true)
+		if n := state.sessions.closeAll(); n > 0 {
+			logger.Warn("shutdown timeout passed; closing the remaining websocket sessions", "sessions", n)
+		}
+	}
 }
 
 // reloadRoutes re-reads the configuration: a valid one replaces the route

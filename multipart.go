@@ -5,6 +5,10 @@ import (
 	"mime"
 )
 
+// maxFastBoundary is the longest boundary the fast path reads (RFC 2046
+// allows 70 characters).
+const maxFastBoundary = 1000
+
 // maxFastHeaderBytes bounds one part's headers on the fast path; larger ones
 // take mime/multipart's path, with its own limits.
 const maxFastHeaderBytes = 64 << 10
@@ -17,6 +21,9 @@ const maxFastHeaderBytes = 64 << 10
 // caller takes mime/multipart's slower path. It reports every part named
 // "model", so that a form with two is refused.
 func multipartFastModel(body []byte, boundary string) (models [][2]int, ok bool) {
+	if len(boundary) > maxFastBoundary {
+		return nil, false // mime/multipart reads boundary lines into a 4 KiB buffer, and refuses longer ones
+	}
 	dash := "--" + boundary
 	var nl string
 	switch {
@@ -27,81 +34,93 @@ func multipartFastModel(body []byte, boundary string) (models [][2]int, ok bool)
 	default:
 		return nil, false
 	}
-	nlDash := []byte(nl + dash)
-	pos := len(dash) + len(nl)
+	form := formWalk{body: body, nl: []byte(nl), dash: []byte(dash), nlDash: []byte(nl + dash), pos: len(dash) + len(nl)}
 	for {
-		// The part's headers, up to an empty line.
-		named := false
-		headers, headersStart := 0, pos
-		for {
-			j := bytes.Index(body[pos:], []byte(nl))
-			if j < 0 {
-				return nil, false
-			}
-			line := body[pos : pos+j]
-			pos += j + len(nl)
-			if len(line) == 0 {
-				break
-			}
-			if headers++; headers > 100 {
-				return nil, false
-			}
-			if headerBytes := pos - headersStart; headerBytes > maxFastHeaderBytes {
-				return nil, false
-			}
-			key, value, isModel, plain := plainHeader(line)
-			if !plain {
-				return nil, false
-			}
-			switch {
-			case bytes.EqualFold(key, []byte("Content-Disposition")) && !named:
-				named = true // mime/multipart reads the first one
-				if !isModel {
-					continue
-				}
-				disposition, params, err := mime.ParseMediaType(string(value))
-				if err != nil {
-					return nil, false
-				}
-				if disposition == "form-data" && params["name"] == "model" && params["filename"] == "" {
-					models = append(models, [2]int{-1, -1}) // its span is set below
-				}
-			case bytes.EqualFold(key, []byte("Content-Transfer-Encoding")):
-				return nil, false // quoted-printable content is decoded by mime/multipart
-			}
+		isModel, ok := form.headers()
+		if !ok {
+			return nil, false
 		}
-		if bytes.HasPrefix(body[pos:], []byte(dash)) {
-			return nil, false // a boundary right after the headers: mime/multipart's special case
+		start, end, last, ok := form.content()
+		if !ok {
+			return nil, false
 		}
-		// The content, up to the next boundary.
-		content := pos
-		for {
-			i := bytes.Index(body[pos:], nlDash)
-			if i < 0 {
-				return nil, false
-			}
-			after := body[pos+i+len(nlDash):]
-			pos += i
-			switch {
-			case bytes.HasPrefix(after, []byte(nl)):
-				// Another part.
-			case bytes.HasPrefix(after, []byte("--")) && (len(after) == 2 || bytes.HasPrefix(after[2:], []byte(nl))):
-				// The last boundary; what follows it is not read.
-			case len(after) == 0 || after[0] == ' ' || after[0] == '\t' || after[0] == '\r' || after[0] == '\n' || after[0] == '-':
-				return nil, false // boundary lines with padding, and the like
-			default:
-				pos++ // "--boundary" followed by more: part of the content
-				continue
-			}
-			if n := len(models); n > 0 && models[n-1][0] == -1 {
-				models[n-1] = [2]int{content, pos}
-			}
-			if after[0] == '-' {
-				return models, true
-			}
-			pos += len(nlDash) + len(nl)
-			break
+		if isModel {
+			models = append(models, [2]int{start, end})
 		}
+		if last {
+			return models, true
+		}
+	}
+}
+
+// formWalk is multipartFastModel's place in a form.
+type formWalk struct {
+	body, nl, dash, nlDash []byte
+	pos                    int
+}
+
+// headers reads a part's header lines, up to the empty one, and reports
+// whether the part is the form field "model"; ok false: not a plain form.
+func (w *formWalk) headers() (isModel, ok bool) {
+	named := false
+	for lines, start := 0, w.pos; ; lines++ {
+		j := bytes.Index(w.body[w.pos:], w.nl)
+		if j < 0 || lines > 100 || w.pos+j-start > maxFastHeaderBytes {
+			return false, false
+		}
+		line := w.body[w.pos : w.pos+j]
+		w.pos += j + len(w.nl)
+		if len(line) == 0 {
+			// A boundary right after the headers is mime/multipart's special case.
+			return isModel, !bytes.HasPrefix(w.body[w.pos:], w.dash)
+		}
+		key, value, mayBeModel, plain := plainHeader(line)
+		switch {
+		case !plain:
+			return false, false
+		case bytes.EqualFold(key, []byte("Content-Transfer-Encoding")):
+			return false, false // quoted-printable content is decoded by mime/multipart
+		case !bytes.EqualFold(key, []byte("Content-Disposition")) || named:
+			continue // mime/multipart reads the first Content-Disposition
+		}
+		named = true
+		if !mayBeModel {
+			continue
+		}
+		disposition, params, err := mime.ParseMediaType(string(value))
+		if err != nil {
+			return false, false
+		}
+		isModel = disposition == "form-data" && params["name"] == "model" && params["filename"] == ""
+	}
+}
+
+// content finds the end of a part's content: the line break before the next
+// boundary line; last says that boundary closes the form.
+func (w *formWalk) content() (start, end int, last, ok bool) {
+	start = w.pos
+	for {
+		i := bytes.Index(w.body[w.pos:], w.nlDash)
+		if i < 0 {
+			return 0, 0, false, false
+		}
+		after := w.body[w.pos+i+len(w.nlDash):]
+		w.pos += i
+		switch {
+		case bytes.HasPrefix(after, w.nl):
+			// Another part.
+		case bytes.HasPrefix(after, []byte("--")) && (len(after) == 2 || bytes.HasPrefix(after[2:], w.nl)):
+			// The last boundary; what follows it is not read.
+			return start, w.pos, true, true
+		case len(after) == 0 || after[0] == ' ' || after[0] == '\t' || after[0] == '\r' || after[0] == '\n' || after[0] == '-':
+			return 0, 0, false, false // boundary lines with padding, and the like
+		default:
+			w.pos++ // "--boundary" followed by more: part of the content
+			continue
+		}
+		end = w.pos
+		w.pos += len(w.nlDash) + len(w.nl)
+		return start, end, false, true
 	}
 }
 

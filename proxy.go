@@ -18,8 +18,9 @@ const maxEphemeralBody = 1 << 20
 // draining) and the route table (swapped on reload).
 type serverState struct {
 	ready         atomic.Bool
-	closingConns  atomic.Bool // draining: every answer closes its connection
-	cutByShutdown atomic.Bool // the drain timeout passed: what is cut now was cut by the proxy
+	closingConns  atomic.Bool  // draining: every answer closes its connection
+	cutByShutdown atomic.Bool  // the drain timeout passed: what is cut now was cut by the proxy
+	handling      atomic.Int64 // requests in the handler, until their log line is written
 	routes        atomic.Pointer[routeTable]
 	sessions      sessionTracker // websocket sessions, which Shutdown does not wait for
 }
@@ -61,15 +62,14 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.state.closingConns.Load() {
-		w.Header().Set("Connection", "close") // the client's next request goes to another replica
+	if h.state.closingConns.Load() || overCapacity(r.Context()) {
+		w.Header().Set("Connection", "close") // the client's next request goes elsewhere, or waits its turn
 	}
 	h.cors.setHeaders(w.Header(), r)
 	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "", true) {
 		return
 	}
 	if overCapacity(r.Context()) {
-		w.Header().Set("Connection", "close")
 		e := newAPIError(http.StatusServiceUnavailable, typeServer, "server_busy", "",
 			"The proxy holds as many connections as it serves at once (AZURE_OPENAI_PROXY_MAX_CONNECTIONS); retry shortly.")
 		e.header = http.Header{"Retry-After": {"1"}}
@@ -80,6 +80,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions, start: time.Now()}
 	outcome := &requestOutcome{route: "unknown"}
 	h.metrics.inFlight.Add(1)
+	h.state.handling.Add(1)
 	defer func() {
 		// ReverseProxy aborts a response it cannot finish by panicking with
 		// http.ErrAbortHandler; record the request, then let the server see it.
@@ -88,6 +89,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		outcome.settle(r, rec, p != nil, h.state.cutByShutdown.Load())
 		logAccess(h.log, r, rec.Header(), outcome)
 		h.metrics.record(outcome)
+		h.state.handling.Add(-1)
 		if p != nil {
 			panic(p)
 		}

@@ -33,7 +33,7 @@ const (
 // spare returns room at the end of the buffer to read into.
 func (s *sseSplitter) spare() []byte {
 	if s.start == s.end && cap(s.mem) > keptSplitBuffer {
-		s.mem = nil
+		s.mem, s.start, s.end, s.scanned, s.lineStart = nil, 0, 0, 0, 0
 	}
 	if s.start > 0 && len(s.mem)-s.end < minSplitBuffer/2 {
 		n := copy(s.mem, s.mem[s.start:s.end]) // move the unfinished event to the front

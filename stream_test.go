@@ -262,3 +262,39 @@ func (r *eventReader) Read(p []byte) (int, error) {
 	r.data = r.data[n:]
 	return n, nil
 }
+
+// TestBigEventThenMore: after an event larger than the splitter keeps a
+// buffer for, the stream goes on (the splitter once panicked there).
+func TestBigEventThenMore(t *testing.T) {
+	big := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("x", 100<<10) + "\"},\"index\":0}]}\n\n"
+	stream := big + contentChunk + doneEvent
+	got, err := io.ReadAll(newEventFilter(io.NopCloser(strings.NewReader(stream)), true, nil, 1<<20, nil))
+	if err != nil || string(got) != stream {
+		t.Fatalf("got %d bytes, %v; want %d", len(got), err, len(stream))
+	}
+}
+
+// TestFilterSmallBuffers: whatever the caller's buffer and the read
+// boundaries, the filter gives the same bytes.
+func TestFilterSmallBuffers(t *testing.T) {
+	mid := "data: {\"choices\":[{\"delta\":{\"content\":\"" + strings.Repeat("y", 3000) + "\"},\"index\":0}]}\r\n\r\n"
+	in := azureFirstChunk + contentChunk + annotationChunk + mid + finishChunk + "data: a\r\rdata: b\r\n" + annotationChunk + usageChunk + doneEvent + "data: tail"
+	want, _ := io.ReadAll(newEventFilter(io.NopCloser(strings.NewReader(in)), true, nil, 1<<20, nil))
+	for _, size := range []int{1, 7, 100, 4096} {
+		for _, chunk := range []int{1, 13, 1000, 1 << 20} {
+			f := newEventFilter(io.NopCloser(&eventReader{data: []byte(in), size: chunk}), true, nil, 1<<20, nil)
+			var got []byte
+			buf := make([]byte, size)
+			for {
+				n, err := f.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					break
+				}
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("buffer %d, reads of %d: %d bytes, want %d", size, chunk, len(got), len(want))
+			}
+		}
+	}
+}
