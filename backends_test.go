@@ -490,9 +490,8 @@ func TestExampleConfig(t *testing.T) {
 	}
 }
 
-// resetListener accepts connections, reads what the client sends first (a
-// TLS ClientHello) and resets the connection: a handshake that never completes.
-func resetListener(t *testing.T) string {
+// rawListener accepts connections on loopback and hands each to handle.
+func rawListener(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -505,12 +504,20 @@ func resetListener(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			conn.Read(make([]byte, 4096))
-			conn.(*net.TCPConn).SetLinger(0)
-			conn.Close()
+			handle(conn)
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// resetListener reads what the client sends first (a TLS ClientHello) and
+// resets the connection: a handshake that never completes.
+func resetListener(t *testing.T) string {
+	return rawListener(t, func(conn net.Conn) {
+		conn.Read(make([]byte, 4096))
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close()
+	})
 }
 
 // TestFailoverByHowFarTheRequestGot: an attempt whose TLS handshake is reset
@@ -670,5 +677,40 @@ func TestFailoverPromises(t *testing.T) {
 		"Content-Type": {"application/json"}, "Idempotency-Key": {"k1"}, "X-Cut": {"1"}}, []byte(`{"model":"x"}`))
 	if n := seen.Load(); n != 1 {
 		t.Errorf("a request with an Idempotency-Key reached Azure %d times, want once", n)
+	}
+}
+
+// TestTLSBlackholeIsAConnectError: a backend that accepts connections and
+// never answers the TLS handshake has been sent nothing: its failure is a
+// connect error, and it cools down, so the next request goes elsewhere.
+func TestTLSBlackholeIsAConnectError(t *testing.T) {
+	var held sync.Mutex
+	var conns []net.Conn
+	hole := rawListener(t, func(conn net.Conn) { // accepted, never answered
+		held.Lock()
+		defer held.Unlock()
+		conns = append(conns, conn)
+	})
+	t.Cleanup(func() {
+		held.Lock()
+		defer held.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	ok := newFakeAzure(t, fakeTLS, ok200)
+	config := strings.ReplaceAll(`{
+  "backends": {"hole": {"endpoint": "https://HOLE"}, "ok": {"endpoint": "{A}"}},
+  "default_backend": "ok",
+  "models": {"m": [{"backend": "hole", "deployment": "d", "weight": 9}, {"backend": "ok", "deployment": "d"}]}
+}`, "HOLE", hole)
+	p := startClocked(t, config, map[string]string{"AZURE_OPENAI_PROXY_UPSTREAM_TIMEOUT": "300ms"}, ok)
+	p.post(t, "/v1/chat/completions", `{"model":"m"}`)
+	waitForLog(t, &testProxy{logs: p.logs}, "upstream attempt failed")
+	if !strings.Contains(p.logs.String(), "backend=hole") || !strings.Contains(p.logs.String(), "TLS handshake failed") {
+		t.Errorf("the blackhole's failure is not a TLS handshake failure:\n%s", p.logs)
+	}
+	if resp, _ := p.post(t, "/v1/chat/completions", `{"model":"m"}`); resp.StatusCode != 200 {
+		t.Errorf("the next request: %d, want 200 from the other backend while the blackhole cools down", resp.StatusCode)
 	}
 }

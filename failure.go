@@ -95,14 +95,35 @@ func (f *upstreamFailure) outcomeLabel() string {
 // transport's goroutines.
 type attemptProgress struct {
 	tlsStarted, connected, wroteHeaders atomic.Bool
+	conns                               atomic.Int32              // connections the attempt was given
+	grant                               atomic.Pointer[dialGrant] // the place its dial holds at a host's gate (dialgate.go)
 }
 
-// trace returns ctx with hooks that record the attempt's progress.
+type attemptProgressKey struct{}
+
+// trace returns ctx with hooks that record the attempt's progress (and
+// with the progress itself, for the dialer).
 func (p *attemptProgress) trace(ctx context.Context) context.Context {
+	ctx = context.WithValue(ctx, attemptProgressKey{}, p)
 	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 		TLSHandshakeStart: func() { p.tlsStarted.Store(true) },
-		GotConn:           func(httptrace.GotConnInfo) { p.connected.Store(true) },
-		WroteHeaders:      func() { p.wroteHeaders.Store(true) },
+		TLSHandshakeDone: func(state tls.ConnectionState, err error) {
+			if g := p.grant.Load(); g != nil {
+				protocol := ""
+				if err == nil {
+					protocol = state.NegotiatedProtocol
+					if protocol == "" {
+						protocol = "http/1.1" // no ALPN: HTTP/1
+					}
+				}
+				g.release(protocol)
+			}
+		},
+		GotConn: func(httptrace.GotConnInfo) {
+			p.conns.Add(1)
+			p.connected.Store(true)
+		},
+		WroteHeaders: func() { p.wroteHeaders.Store(true) },
 	})
 }
 

@@ -26,8 +26,9 @@ func newUpstreamTransport(cfg Config) http.RoundTripper {
 		}
 		return nil, nil
 	}
-	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	t.TLSHandshakeTimeout = 10 * time.Second
+	t.DialContext = newDialGates(dialer.DialContext, dialer.Timeout+t.TLSHandshakeTimeout).DialContext
 	t.MaxIdleConns = 1024
 	t.MaxIdleConnsPerHost = 256
 	t.IdleConnTimeout = 90 * time.Second

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"compress/gzip"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestTodaysAzureRoutes sends every route whose Azure shape depends on the
@@ -228,4 +233,44 @@ func (g *gzipFlusher) Write(p []byte) (int, error) { return g.gz.Write(p) }
 func (g *gzipFlusher) Flush() {
 	g.gz.Flush()
 	g.ResponseWriter.(http.Flusher).Flush()
+}
+
+// TestColdBurstSharesConnections: a burst of requests to an HTTPS (HTTP/2)
+// backend with no connection yet opens a few connections, not one each.
+func TestColdBurstSharesConnections(t *testing.T) {
+	var opened atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release // hold every request, so that none frees a connection for the next
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{}`)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	fake := &fakeAzure{Server: srv}
+	p := startProxy(t, fake, nil)
+	const burst = 200
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.postJSON(t, "/v1/embeddings", `{"model":"e","input":"x"}`)
+		}()
+	}
+	waitUntil(t, func() bool { return opened.Load() > 0 }, "a first connection")
+	time.Sleep(200 * time.Millisecond) // let the burst queue up behind it
+	close(release)
+	wg.Wait()
+	// A connection takes 100 streams until the server's settings arrive
+	// (Go's HTTP/2 client), so a few more than the gate's may be needed.
+	if n := opened.Load(); n > 10 {
+		t.Errorf("a cold burst of %d requests opened %d connections, want at most 10", burst, n)
+	}
 }

@@ -113,10 +113,10 @@ func main() {
 	}
 	if *mode == "all" || *mode == "streams" {
 		for _, kind := range []string{"plain", "TLS"} {
-			f := holdStreams(targets["floor "+kind], *streams)
-			p := holdStreams(targets["proxy "+kind], *streams)
-			fmt.Printf("%d open SSE streams, %s upstream: floor %.1f KB/stream, proxy %.1f KB/stream (target: proxy <= 32 KB)\n",
-				*streams, kind, f/1024, p/1024)
+			f, fConns := holdStreams(targets["floor "+kind], *streams, upstream.Process.Pid)
+			p, pConns := holdStreams(targets["proxy "+kind], *streams, upstream.Process.Pid)
+			fmt.Printf("%d open SSE streams opened at once, %s upstream: floor %.1f KB/stream, proxy %.1f KB/stream; "+
+				"upstream connections: floor %d, proxy %d\n", *streams, kind, f/1024, p/1024, fConns, pConns)
 		}
 	}
 }
@@ -219,11 +219,14 @@ func measure(url string, body []byte, conns int, d time.Duration, unit string) (
 	return float64(n) / d.Seconds(), float64(warm + n)
 }
 
-// holdStreams opens n streamed chat completions through t, waits until each
-// has its first event, and returns the growth of t's resident memory per stream.
-func holdStreams(t *target, n int) float64 {
+// holdStreams opens n streamed chat completions through t at once (cold:
+// t holds no upstream connection before), waits until each has its first
+// event, and returns the growth of t's resident memory per stream and how
+// many connections the upstream process gained.
+func holdStreams(t *target, n, upstreamPid int) (float64, int) {
 	time.Sleep(time.Second) // let the previous load settle
 	before := rss(t.pid)
+	socketsBefore := sockets(upstreamPid)
 	ctx, cancel := context.WithCancel(context.Background())
 	transport := &http.Transport{MaxIdleConnsPerHost: n, DisableCompression: true}
 	client := &http.Client{Transport: transport}
@@ -247,6 +250,7 @@ func holdStreams(t *target, n int) float64 {
 		}()
 	}
 	ready.Wait()
+	opened := sockets(upstreamPid) - socketsBefore
 	// RSS follows the GC's heap goal and the scavenger, not only live memory:
 	// sample for a few seconds and take the settled (lowest) value.
 	during := rss(t.pid)
@@ -257,7 +261,20 @@ func holdStreams(t *target, n int) float64 {
 	cancel()
 	transport.CloseIdleConnections()
 	time.Sleep(time.Second)
-	return float64(during-before) / float64(n)
+	return float64(during-before) / float64(n), opened
+}
+
+// sockets counts a process's open sockets, from /proc.
+func sockets(pid int) int {
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	check(err)
+	n := 0
+	for _, fd := range fds {
+		if link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(link, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 // paced is what one llm-mode run of a target measured.
