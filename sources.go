@@ -32,7 +32,7 @@ func (s *sourceFiles) read(path string, secret bool) ([]byte, error) {
 	s.digests[path] = sha256.Sum256(data)
 	if info, err := os.Stat(path); secret && err == nil && info.Mode().Perm()&0o004 != 0 {
 		s.warnings = append(s.warnings, fmt.Sprintf("the key file %s is readable by every user on this host (mode %#o): "+
-			"chmod 600 it (in Kubernetes, defaultMode: 0400)", path, info.Mode().Perm()))
+			"chmod 600 it (in Kubernetes, defaultMode: 0440 with an fsGroup)", path, info.Mode().Perm()))
 	}
 	return data, nil
 }
