@@ -239,28 +239,55 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 			return s.skipStringTail(i, escaped)
 		}
 		// A long run: find its end at memory speed.
-		q := bytes.IndexByte(data[i:], '"')
-		if q < 0 {
-			return s.skipStringTail(i, escaped)
-		}
-		run := data[i : i+q]
-		if b := bytes.IndexByte(run, '\\'); b >= 0 {
-			run = run[:b]
-		}
-		if c := firstControl(run); c >= 0 {
-			s.pos = i + c
-			return escaped, s.errorf("control character in string")
-		}
-		if i += len(run); data[i] == '"' {
-			s.pos = i + 1
-			return escaped, nil
-		}
-		escaped = true
-		n, err := s.escapeLen(i)
+		end, isQuote, err := s.longRun(i)
 		if err != nil {
 			return escaped, err
 		}
-		i += n
+		if isQuote {
+			s.pos = end + 1
+			return escaped, nil
+		}
+		escaped = true
+		n, err := s.escapeLen(end)
+		if err != nil {
+			return escaped, err
+		}
+		i = end + n
+	}
+}
+
+// longRun finds where a long run of string bytes from data[i] ends: at a
+// quote or a backslash, the other bytes checked for control characters. It
+// searches a window at a time, each twice the last: a backslash search never
+// reads past the next backslash, and past the closing quote by at most the
+// run's own length (or 256 bytes), so no input makes the scan quadratic.
+func (s *jsonScanner) longRun(i int) (end int, isQuote bool, err error) {
+	data := s.data
+	for window := 256; ; window = min(2*window, 1<<20) {
+		w := data[i:min(len(data), i+window)]
+		span := w
+		b := bytes.IndexByte(w, '\\')
+		if b >= 0 {
+			span = w[:b]
+		}
+		q := bytes.IndexByte(span, '"')
+		if q >= 0 {
+			span = span[:q]
+		}
+		if c := firstControl(span); c >= 0 {
+			s.pos = i + c
+			return 0, false, s.errorf("control character in string")
+		}
+		switch {
+		case q >= 0:
+			return i + q, true, nil
+		case b >= 0:
+			return i + b, false, nil
+		case i+len(w) == len(data):
+			s.pos = len(data)
+			return 0, false, s.errorf("unterminated string")
+		}
+		i += len(w)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // oracleModel is what encoding/json says about data's top-level "model":
@@ -131,4 +132,23 @@ func FuzzFindModel(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkAgainstOracle(t, data)
 	})
+}
+
+// TestScanStaysLinear: inputs that make a naive "find the closing quote,
+// then look for escapes" scan quadratic: runs of plain bytes each followed by
+// an escape, in one long string; and many strings just past the short-run
+// length. The benchmark bounds nothing; this test only catches a blow-up.
+func TestScanStaysLinear(t *testing.T) {
+	for name, body := range map[string]string{
+		"escapes in one long string": `{"a":"` + strings.Repeat(strings.Repeat("a", 70)+`\n`, 100_000) + `","model":"m"}`,
+		"many strings past 64 bytes": `{"a":[` + strings.Repeat(`"`+strings.Repeat("b", 100)+`",`, 70_000) + `"x"],"model":"m"}`,
+	} {
+		start := time.Now()
+		if f, err := findModel([]byte(body)); err != nil || string(f.value) != "m" {
+			t.Fatalf("%s: %v %v", name, f, err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("%s: %d bytes took %v", name, len(body), d)
+		}
+	}
 }
