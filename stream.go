@@ -65,14 +65,7 @@ func (s *sseSplitter) next(atEOF bool) ([]byte, bool) {
 	buf := s.mem[s.start:s.end]
 	for s.scanned < len(buf) {
 		rest := buf[s.scanned:]
-		i := bytes.IndexByte(rest, '\n')
-		limit := len(rest)
-		if i >= 0 {
-			limit = i
-		}
-		if cr := bytes.IndexByte(rest[:limit], '\r'); cr >= 0 {
-			i = cr
-		}
+		i := lineEnd(rest)
 		if i < 0 {
 			s.scanned = len(buf)
 			return nil, false
@@ -199,14 +192,8 @@ func (f *eventFilter) Close() error { return f.src.Close() }
 
 // cutLine returns the first line of b without its "\r\n", "\n" or "\r", and the rest.
 func cutLine(b []byte) (line, rest []byte) {
-	i := bytes.IndexByte(b, '\n')
+	i := lineEnd(b)
 	if i < 0 {
-		i = len(b)
-	}
-	if cr := bytes.IndexByte(b[:i], '\r'); cr >= 0 {
-		i = cr
-	}
-	if i == len(b) {
 		return b, nil
 	}
 	if b[i] == '\r' && i+1 < len(b) && b[i+1] == '\n' {
@@ -300,4 +287,26 @@ func annotationField(key string, value []byte) bool {
 		return string(value) == "null"
 	}
 	return false // delta, text, or anything else OpenAI sends
+}
+
+// lineEnd returns the index of the first '\r' or '\n' in b, or -1. It
+// searches windows that double from 128 bytes, so that a line costs a few
+// times its own length however far the next '\n' is: a stream of '\r'-only
+// lines would otherwise make every line search to the end of the buffer.
+func lineEnd(b []byte) int {
+	for off, window := 0, 128; off < len(b); off, window = off+window, 2*window {
+		w := b[off:min(len(b), off+window)]
+		limit := len(w)
+		lf := bytes.IndexByte(w, '\n')
+		if lf >= 0 {
+			limit = lf
+		}
+		if cr := bytes.IndexByte(w[:limit], '\r'); cr >= 0 {
+			return off + cr
+		}
+		if lf >= 0 {
+			return off + lf
+		}
+	}
+	return -1
 }

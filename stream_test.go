@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 )
 
 const (
@@ -296,5 +297,19 @@ func TestFilterSmallBuffers(t *testing.T) {
 				t.Fatalf("buffer %d, reads of %d: %d bytes, want %d", size, chunk, len(got), len(want))
 			}
 		}
+	}
+}
+
+// TestSplitterStaysLinear: lines that end in '\r' alone once made every line
+// search the rest of the buffer for a '\n'.
+func TestSplitterStaysLinear(t *testing.T) {
+	event := strings.Repeat("data: x\r", 150_000) + "\r"
+	start := time.Now()
+	got, err := io.ReadAll(newEventFilter(io.NopCloser(strings.NewReader(event)), true, nil, 4<<20, nil))
+	if err != nil || string(got) != event {
+		t.Fatalf("%d bytes, %v", len(got), err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("a %d-byte event of '\\r' lines took %v", len(event), d)
 	}
 }
