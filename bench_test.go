@@ -101,10 +101,10 @@ func BenchmarkHandler(b *testing.B) {
 	}
 }
 
-// BenchmarkMultipartManyParts: 100,000 tiny parts before the model (about
-// 5 MB), the shape that once made the walk quadratic.
+// BenchmarkMultipartManyParts: the most tiny parts a form may have (about
+// 500 KB) before the model: the shape that once made the walk quadratic.
 func BenchmarkMultipartManyParts(b *testing.B) {
-	body := manyParts(100_000)
+	body := manyParts(maxFormParts - 1)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -226,6 +226,9 @@ func jsonModel(body []byte, key string) (modelField, *apiError) {
 	if dup, ok := err.(*duplicateKeyError); ok {
 		return field, badRequest("invalid_json", key, "The JSON body "+dup.Error()+" (keys are matched in any case).")
 	}
+	if err == nil && field.tooLong {
+		return field, invalidModel(string(body[field.start : field.start+maxShownModel]))
+	}
 	if err != nil {
 		return field, badRequest("invalid_json", "",
 			"We could not parse the JSON body of your request: "+err.Error()+". The body must be one JSON object.")
@@ -289,10 +292,13 @@ func modelFromMultipart(body []byte, boundary string) (value []byte, start, end 
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	parts := partWalker{body: body, delim: []byte("--" + boundary)}
 	found := false
-	for {
+	for count := 0; ; count++ {
 		p, err := mr.NextPart()
 		if err == io.EOF {
 			return value, start, end, nil
+		}
+		if count == maxFormParts {
+			return nil, 0, 0, badRequest("invalid_multipart", "", fmt.Sprintf("The multipart/form-data body has more than %d parts.", maxFormParts))
 		}
 		if err != nil {
 			return nil, 0, 0, unparsable
@@ -379,12 +385,26 @@ func (w *partWalker) boundaryLine(from int) int {
 			return -1
 		}
 		at := i + j
-		if at == 0 || w.body[at-1] == '\n' {
+		if (at == 0 || w.body[at-1] == '\n') && delimiterEnds(w.body[at+len(w.delim):]) {
 			return at
 		}
 		i = at + 1
 	}
 	return -1
+}
+
+// delimiterEnds reports whether what follows "--boundary" makes it a
+// boundary as mime/multipart reads one (matchAfterPrefix): a space, a tab, a
+// line end, "--", or the end of the body. "--boundaryX" is content.
+func delimiterEnds(after []byte) bool {
+	if len(after) == 0 {
+		return true
+	}
+	switch after[0] {
+	case ' ', '\t', '\r', '\n':
+		return true
+	}
+	return len(after) >= 2 && after[0] == '-' && after[1] == '-'
 }
 
 func twoModelFields() *apiError {
@@ -399,6 +419,9 @@ func invalidModel(model string) *apiError {
 	return badRequest("invalid_model", "model", fmt.Sprintf(
 		"The model %q cannot be used as an Azure deployment name: deployment names are letters, digits, '-', '_' and '.', at most 64 characters. Map it with AZURE_OPENAI_MODEL_MAPPER.", shorten(model)))
 }
+
+// maxShownModel is how much of an overlong model value an error quotes.
+const maxShownModel = 80
 
 // shorten bounds a client-supplied value before it goes into an error message.
 func shorten(s string) string {

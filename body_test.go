@@ -6,6 +6,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -145,7 +146,9 @@ func FuzzMultipartModel(f *testing.F) {
 	f.Add([]byte("--B\r\nContent-Disposition: form-data; name=model\r\n\r\na\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nb\r\n--B--\r\n"))
 	f.Add([]byte("--B\r\nContent-Disposition: form-data; name*=utf-8''mod%65l\r\n\r\na\r\n--B-x\r\n--B--\r\n"))
 	f.Add([]byte("--B\r\ncontent-disposition: form-data; name=\"model\"; filename=\"m\"\r\n\r\nfile\r\n--B--\r\n"))
+	f.Add([]byte("--B\r\nX_y: 1\r\nContent-Disposition: form-data; name=\"f\"; filename=\"a\"\r\n\r\n\r\n--Bx\r\n\r\nm\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm\r\n--B--\r\n"))
 	f.Fuzz(func(t *testing.T, body []byte) {
+		checkModelSpan(t, body)
 		models, ok := multipartFastModel(body, "B")
 		if !ok {
 			return
@@ -179,28 +182,64 @@ func FuzzMultipartModel(f *testing.F) {
 	})
 }
 
+// checkModelSpan: where modelFromMultipart (either path) says the model's
+// bytes are, writing a marker there must change the model field, as
+// mime/multipart reads it, and nothing else.
+func checkModelSpan(t *testing.T, body []byte) {
+	value, start, end, e := modelFromMultipart(body, "B")
+	if e != nil || end <= start {
+		return
+	}
+	marked := append(append(append([]byte(nil), body[:start]...), "MARKER"...), body[end:]...)
+	read := func(b []byte) (fields []string) {
+		mr := multipart.NewReader(bytes.NewReader(b), "B")
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				return fields
+			}
+			content, _ := io.ReadAll(p)
+			fields = append(fields, p.FormName()+"|"+p.FileName()+"|"+string(content))
+		}
+	}
+	before, after := read(body), read(marked)
+	if len(before) != len(after) {
+		t.Fatalf("%q: marking the model span changed the parts: %q -> %q", body, before, after)
+	}
+	for i := range before {
+		if before[i] != after[i] && after[i] != "model||MARKER" {
+			t.Fatalf("%q: the model span [%d:%d] (%q) lies outside the model field: %q -> %q", body, start, end, value, before[i], after[i])
+		}
+	}
+}
+
 // TestMultipartWalkIsLinear: 100,000 tiny parts before the model once took
-// minutes (the walk searched the rest of the body for every part). The
-// benchmark below measures it; this test only bounds it far above that.
+// minutes (the walk searched the rest of the body for every part). A form
+// takes at most maxFormParts parts; up to there the walk is linear (the
+// benchmark measures it; this test only bounds it far above that), and past
+// it the form is refused at once, on both paths.
 func TestMultipartWalkIsLinear(t *testing.T) {
-	body := manyParts(100_000)
-	start := time.Now()
-	m, e := modelFromBody("multipart/form-data; boundary=B", body)
-	if e != nil || string(m.name) != "whisper" || m.edit != editMultipartValue {
-		t.Fatalf("%q %v", m.name, e)
-	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("100,000 parts took %v", d)
-	}
+	body := manyParts(maxFormParts - 1)
 	// The same form with a header line mime/multipart must read (a folded
 	// one) takes the slower path, still linear.
 	folded := bytes.Replace(body, []byte("name=\"x\"\r\n"), []byte("name=\"x\"\r\n X-Folded: y\r\n"), 1)
-	start = time.Now()
-	if m, e := modelFromBody("multipart/form-data; boundary=B", folded); e != nil || string(m.name) != "whisper" {
-		t.Fatalf("folded: %q %v", m.name, e)
-	}
-	if d := time.Since(start); d > 10*time.Second {
-		t.Errorf("100,000 parts on mime/multipart's path took %v", d)
+	for name, form := range map[string][]byte{"fast path": body, "mime/multipart's path": folded} {
+		start := time.Now()
+		m, e := modelFromBody("multipart/form-data; boundary=B", form)
+		if e != nil || string(m.name) != "whisper" || m.edit != editMultipartValue {
+			t.Fatalf("%s: %q %v", name, m.name, e)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: %d parts took %v", name, maxFormParts, d)
+		}
+		tooMany := append(bytes.Repeat([]byte("--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ny\r\n"), 100_000), form...)
+		start = time.Now()
+		if _, e := modelFromBody("multipart/form-data; boundary=B", tooMany); e == nil || e.Status != 400 {
+			t.Errorf("%s: 100,000 parts: %v, want 400", name, e)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: refusing 100,000 parts took %v", name, d)
+		}
 	}
 }
 
@@ -247,5 +286,48 @@ func TestLongBoundaryAsMimeMultipart(t *testing.T) {
 	body := "--" + boundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--" + boundary + "--\r\n"
 	if _, e := modelFromBody("multipart/form-data; boundary="+boundary, []byte(body)); e == nil || e.Status != 400 {
 		t.Errorf("a 5000-byte boundary: %v, want 400 as mime/multipart reads it", e)
+	}
+}
+
+// TestPartWalkerKeepsStep: on mime/multipart's path, a line "--boundaryX"
+// inside a file is content, not a boundary; the model's bytes found must be
+// the model field's, not bytes of the file.
+func TestPartWalkerKeepsStep(t *testing.T) {
+	body := "--B\r\nX_y: 1\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n" +
+		"\r\n--Bx\r\n\r\ngpt-4o\r\n" +
+		"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-4o\r\n--B--\r\n"
+	m, e := modelFromBody("multipart/form-data; boundary=B", []byte(body))
+	if e != nil || string(m.name) != "gpt-4o" {
+		t.Fatalf("%q %v", m.name, e)
+	}
+	if want := strings.LastIndex(body, "gpt-4o"); m.edit != editMultipartValue || m.start != want {
+		t.Errorf("model found at %d, want the model field's bytes at %d", m.start, want)
+	}
+}
+
+// TestOverlongModelsNotDecoded: a model value that would need decoding and
+// is longer than any model is refused without being decoded (invalid UTF-8
+// decodes to three times its size).
+func TestOverlongModelsNotDecoded(t *testing.T) {
+	body := []byte(`{"model":"` + strings.Repeat("\xff", 1<<20) + `"}`)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, e := modelFromBody("application/json", body)
+	runtime.ReadMemStats(&after)
+	if e == nil || e.Status != 400 || e.Param == nil || *e.Param != "model" {
+		t.Errorf("an overlong invalid model: %v, want 400 on model", e)
+	}
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 1<<20 {
+		t.Errorf("refusing it allocated %d bytes", grown)
+	}
+	// Many escaped keys cost no allocation.
+	keys := []byte(`{` + strings.Repeat(`"\u006d":0,`, 50_000) + `"model":"m"}`)
+	runtime.ReadMemStats(&before)
+	if f, err := findModel(keys); err != nil || string(f.value) != "m" {
+		t.Fatal(f, err)
+	}
+	runtime.ReadMemStats(&after)
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 64<<10 {
+		t.Errorf("50,000 escaped keys allocated %d bytes", grown)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -16,7 +17,13 @@ type modelField struct {
 	value    []byte // decoded, when isString: a slice of the body unless it held escapes
 	start    int    // byte offset of the value (its opening quote, for a string)
 	end      int    // byte offset just past the value
+	tooLong  bool   // a string value over maxDecodedValue that would need decoding: left undecoded
 }
+
+// maxDecodedValue is the longest member value findMember decodes when it
+// holds escapes or invalid UTF-8; a plain one is a slice of the body, whatever
+// its length.
+const maxDecodedValue = 4 << 10
 
 // maxJSONDepth matches encoding/json's nesting limit.
 const maxJSONDepth = 10000
@@ -91,8 +98,12 @@ func findMember(data []byte, key string) (modelField, error) {
 			if err != nil {
 				return f, err
 			}
-			f = modelField{found: true, isString: true, start: valueStart, end: s.pos,
-				value: decodeJSONString(data[valueStart:s.pos], escaped)}
+			f = modelField{found: true, isString: true, start: valueStart, end: s.pos}
+			if raw := data[valueStart:s.pos]; len(raw) > maxDecodedValue && (escaped || !utf8.Valid(raw)) {
+				f.tooLong = true // no model is this long: not decoded (a copy could be 3x the body)
+			} else {
+				f.value = decodeJSONString(raw, escaped)
+			}
 		} else {
 			if err := s.skipValue(1); err != nil {
 				return f, err
@@ -113,13 +124,58 @@ func findMember(data []byte, key string) (modelField, error) {
 }
 
 // isKey reports whether a quoted JSON key is key, as encoding/json matches
-// a key to a field: bytes.EqualFold, Unicode's simple folding.
+// a key to a field: bytes.EqualFold, Unicode's simple folding. An escaped key
+// is unescaped into a small buffer on the stack, and only when its length
+// could match at all: a body of many escaped keys costs no allocation.
 func isKey(quoted []byte, escaped bool, key string) bool {
 	inner := quoted[1 : len(quoted)-1]
 	if escaped {
-		inner = decodeJSONString(quoted, true)
+		if len(inner) > 18*len(key) { // six bytes an escape, three a folded rune
+			return false
+		}
+		var buf [128]byte
+		var ok bool
+		if inner, ok = unescapeKey(inner, buf[:0]); !ok {
+			return false
+		}
 	}
 	return len(inner) >= len(key) && len(inner) <= 3*len(key) && bytes.EqualFold(inner, []byte(key))
+}
+
+// unescapeKey unescapes a validated JSON string body into dst. A surrogate
+// (an astral character, or an invalid one encoding/json reads as U+FFFD)
+// cannot fold to a key's letters: ok false.
+func unescapeKey(inner, dst []byte) ([]byte, bool) {
+	for i := 0; i < len(inner); i++ {
+		c := inner[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			continue
+		}
+		i++
+		switch inner[i] {
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, err := strconv.ParseUint(string(inner[i+1:i+5]), 16, 32)
+			if err != nil || 0xD800 <= r && r <= 0xDFFF {
+				return nil, false
+			}
+			dst = utf8.AppendRune(dst, rune(r))
+			i += 4
+		default: // '"', '\\', '/'
+			dst = append(dst, inner[i])
+		}
+	}
+	return dst, true
 }
 
 // decodeJSONString unquotes a valid JSON string literal. A plain one is its

@@ -98,6 +98,12 @@ func checkAgainstOracle(t *testing.T, data []byte) {
 	if err != nil {
 		return
 	}
+	if f.tooLong {
+		if f.end-f.start <= maxDecodedValue {
+			t.Fatalf("%q: a %d-byte value left undecoded", data, f.end-f.start)
+		}
+		return // refused as a model by jsonModel, not decoded
+	}
 	if f.found != wantFound || f.isString != wantString || string(f.value) != want {
 		t.Fatalf("%q: findModel = %+v, encoding/json = %q string=%v found=%v", data, f, want, wantString, wantFound)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -376,5 +377,23 @@ func TestMetricsLabelsAndAccess(t *testing.T) {
 	}
 	if resp, _ := keyed.do(t, "GET", "/healthz", nil, nil); resp.StatusCode != 200 {
 		t.Errorf("/healthz needs no key: %d", resp.StatusCode)
+	}
+}
+
+// TestUsageTailBounded: an answer whose tail nests "usage" in itself once
+// made the tap decode the rest of the tail at every occurrence.
+func TestUsageTailBounded(t *testing.T) {
+	tail := []byte(strings.Repeat(`{"usage":`, 32<<10/9))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, ok := usageFromTail(tail); ok {
+		t.Error("usage found in an unterminated tail")
+	}
+	runtime.ReadMemStats(&after)
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 4<<20 {
+		t.Errorf("a 32 KiB tail allocated %d bytes", grown)
+	}
+	if u, ok := usageFromTail([]byte(`"x"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`)); !ok || u.prompt() != 3 {
+		t.Errorf("a real usage: %+v %v", u, ok)
 	}
 }

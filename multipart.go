@@ -5,6 +5,11 @@ import (
 	"mime"
 )
 
+// maxFormParts bounds the parts of a form the proxy reads: the forms OpenAI's
+// API takes have a few fields and at most a few dozen files; many more
+// tiny ones are an attack on the parser.
+const maxFormParts = 10_000
+
 // maxFastBoundary is the longest boundary the fast path reads (RFC 2046
 // allows 70 characters).
 const maxFastBoundary = 1000
@@ -35,7 +40,10 @@ func multipartFastModel(body []byte, boundary string) (models [][2]int, ok bool)
 		return nil, false
 	}
 	form := formWalk{body: body, nl: []byte(nl), dash: []byte(dash), nlDash: []byte(nl + dash), pos: len(dash) + len(nl)}
-	for {
+	for parts := 0; ; parts++ {
+		if parts == maxFormParts {
+			return nil, false // mime/multipart's path refuses the form
+		}
 		isModel, ok := form.headers()
 		if !ok {
 			return nil, false

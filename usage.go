@@ -55,8 +55,10 @@ func (t *usageTap) Close() error { return t.src.Close() }
 
 // usageFromTail finds the last "usage": object in the end of a JSON document.
 // A "usage" inside a string would be escaped (\"usage\"), so it is skipped.
+// Only the last few candidates are tried, each from a small window (a usage
+// object is a few hundred bytes): an answer built to defeat it costs little.
 func usageFromTail(tail []byte) (tokenUsage, bool) {
-	for end := len(tail); ; {
+	for end, tries := len(tail), 0; tries < maxUsageTries; {
 		i := bytes.LastIndex(tail[:end], []byte(`"usage"`))
 		if i < 0 {
 			return tokenUsage{}, false
@@ -69,9 +71,18 @@ func usageFromTail(tail []byte) (tokenUsage, bool) {
 		if len(rest) == 0 || rest[0] != ':' {
 			continue
 		}
+		tries++
 		var u tokenUsage
-		if json.NewDecoder(bytes.NewReader(rest[1:])).Decode(&u) == nil {
+		window := rest[1:min(len(rest), 1+maxUsageObject)]
+		if json.NewDecoder(bytes.NewReader(window)).Decode(&u) == nil {
 			return u, true
 		}
 	}
+	return tokenUsage{}, false
 }
+
+// How usageFromTail bounds its work.
+const (
+	maxUsageTries  = 4
+	maxUsageObject = 4 << 10
+)
