@@ -67,6 +67,9 @@ func logAccess(log *slog.Logger, r *http.Request, respHeader http.Header, o *req
 		slog.Float64("duration_ms", float64(o.total.Microseconds())/1000),
 		slog.Int64("bytes", o.bytes),
 	}
+	if o.client != nil {
+		attrs = append(attrs, slog.String("client", o.client.name))
+	}
 	switch {
 	case o.shownModel != "":
 		attrs = append(attrs, slog.String("model", o.shownModel))

@@ -123,11 +123,12 @@ func (t *routeTable) needsClientKey(m *modelRoute) bool {
 	return false
 }
 
-// attachClientKeys loads the client keys and checks that every backend can
-// serve clients who present only a proxy key.
-func (t *routeTable) attachClientKeys(getenv func(string) string) error {
+// attachClientKeys loads the client keys (with the configuration file's
+// clients) and checks that every backend can serve clients who present only
+// a proxy key.
+func (t *routeTable) attachClientKeys(getenv func(string) string, configured []clientSpec) error {
 	var err error
-	if t.clientKeys, err = loadClientKeys(getenv, t.files); err != nil {
+	if t.clientKeys, err = loadClientKeys(getenv, t.files, configured); err != nil {
 		return err
 	}
 	if t.clientKeys != nil {
@@ -139,6 +140,17 @@ func (t *routeTable) attachClientKeys(getenv func(string) string) error {
 		}
 	}
 	return nil
+}
+
+// clientNames are the named clients, in the order configured.
+func (t *routeTable) clientNames() []string {
+	var names []string
+	if t.clientKeys != nil {
+		for _, c := range t.clientKeys.named {
+			names = append(names, c.name)
+		}
+	}
+	return names
 }
 
 // open reports whether the proxy spends a credential of its own for anyone
@@ -209,5 +221,6 @@ func (t *routeTable) summary() []any {
 		"preview_api_version", t.defaultBackend.previewAPIVersion,
 		"models", strings.Join(t.modelNames, ","),
 		"client_keys", t.clientKeys != nil,
+		"clients", strings.Join(t.clientNames(), ","),
 	}
 }

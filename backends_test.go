@@ -36,9 +36,12 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 // clockedProxy is the handler with an injected clock, in front of fakes.
 type clockedProxy struct {
-	URL   string
-	clock *fakeClock
-	logs  *syncBuffer
+	URL     string
+	clock   *fakeClock
+	logs    *syncBuffer
+	cfg     Config
+	state   *serverState
+	metrics *metrics
 }
 
 func writeConfig(t *testing.T, json string) string {
@@ -72,9 +75,10 @@ func startClocked(t *testing.T, config string, env map[string]string, fakes ...*
 	state := &serverState{}
 	state.ready.Store(true)
 	state.routes.Store(cfg.Routes)
-	srv := httptest.NewServer(newHandler(cfg, newLogger("text", logs), state, newMetrics()))
+	m := newMetrics()
+	srv := httptest.NewServer(newHandler(cfg, newLogger("text", logs), state, m))
 	t.Cleanup(srv.Close)
-	return &clockedProxy{URL: srv.URL, clock: clock, logs: logs}
+	return &clockedProxy{URL: srv.URL, clock: clock, logs: logs, cfg: cfg, state: state, metrics: m}
 }
 
 func (p *clockedProxy) post(t *testing.T, path, body string) (*http.Response, []byte) {

@@ -124,11 +124,27 @@ type bodyLease struct {
 	pool *bodyPool // nil: not pooled
 }
 
-// reader reads the body with buf[start:end] replaced by replacement (with
-// start = end = 0 and no replacement, the body as sent). Every attempt at a
-// candidate reads the same bytes, but for the deployment in the model.
-func (l *bodyLease) reader(start, end int, replacement []byte) io.ReadCloser {
-	return &leaseReader{lease: l, start: start, end: end, replacement: replacement}
+// bodySplice replaces body[start:end] with with (start == end: an insertion).
+type bodySplice struct {
+	start, end int
+	with       []byte
+}
+
+// reader reads the body with splices applied, in order of start, none
+// overlapping (none: the body as sent). Every attempt at a candidate reads
+// the same bytes, but for the deployment in the model and what the backend
+// needs asked (usageinject.go).
+func (l *bodyLease) reader(splices []bodySplice) io.ReadCloser {
+	return &leaseReader{lease: l, splices: splices}
+}
+
+// splicedLength is the length of the body as reader reads it.
+func (l *bodyLease) splicedLength(splices []bodySplice) int64 {
+	n := l.size
+	for _, s := range splices {
+		n += len(s.with) - (s.end - s.start)
+	}
+	return int64(n)
 }
 
 // release ends the lease; a buffer from a pool goes back to it.
@@ -142,10 +158,9 @@ func (l *bodyLease) release() {
 }
 
 type leaseReader struct {
-	lease       *bodyLease
-	start, end  int
-	replacement []byte
-	off         int // in the body as read, replacement included
+	lease   *bodyLease
+	splices []bodySplice
+	off     int // in the body as read, splices applied
 }
 
 func (r *leaseReader) Read(p []byte) (int, error) {
@@ -157,15 +172,7 @@ func (r *leaseReader) Read(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		var rest []byte
-		switch {
-		case r.off < r.start:
-			rest = buf[r.off:r.start]
-		case r.off < r.start+len(r.replacement):
-			rest = r.replacement[r.off-r.start:]
-		default:
-			rest = buf[r.end+r.off-r.start-len(r.replacement):]
-		}
+		rest := r.piece(buf)
 		if len(rest) == 0 {
 			break
 		}
@@ -177,6 +184,26 @@ func (r *leaseReader) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// piece returns the bytes from r.off to the next seam between the body and a splice.
+func (r *leaseReader) piece(buf []byte) []byte {
+	src, out := 0, 0 // where the stretch being walked starts, in buf and in what is read
+	for _, s := range r.splices {
+		if r.off < out+s.start-src {
+			return buf[src+r.off-out : s.start]
+		}
+		out += s.start - src
+		if r.off < out+len(s.with) {
+			return s.with[r.off-out:]
+		}
+		out += len(s.with)
+		src = s.end
+	}
+	if at := src + r.off - out; at < len(buf) {
+		return buf[at:]
+	}
+	return nil
 }
 
 func (r *leaseReader) Close() error { return nil }

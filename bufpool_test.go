@@ -55,21 +55,29 @@ func TestBodyLeaseStopsReadersOnRelease(t *testing.T) {
 	buf := p.get(10)
 	copy(buf, "0123456789")
 	lease := &bodyLease{buf: buf, size: len(buf), pool: &p}
-	r := lease.reader(0, 0, nil)
+	r := lease.reader(nil)
 	first := make([]byte, 4)
 	if n, err := r.Read(first); n != 4 || err != nil || string(first) != "0123" {
 		t.Fatalf("read %q %v", first[:n], err)
 	}
-	if all, err := io.ReadAll(lease.reader(0, 0, nil)); err != nil || string(all) != "0123456789" {
+	if all, err := io.ReadAll(lease.reader(nil)); err != nil || string(all) != "0123456789" {
 		t.Fatalf("a second reader (GetBody) read %q %v", all, err)
 	}
 	for _, tc := range []struct {
-		start, end int
-		repl, want string
-	}{{2, 4, `"x"`, `01"x"456789`}, {0, 10, "", ""}, {0, 0, "ab", "ab0123456789"}, {9, 10, "XYZ", "012345678XYZ"}} {
-		r := lease.reader(tc.start, tc.end, []byte(tc.repl))
+		splices []bodySplice
+		want    string
+	}{
+		{[]bodySplice{{2, 4, []byte(`"x"`)}}, `01"x"456789`},
+		{[]bodySplice{{0, 10, nil}}, ""},
+		{[]bodySplice{{0, 0, []byte("ab")}}, "ab0123456789"},
+		{[]bodySplice{{9, 10, []byte("XYZ")}}, "012345678XYZ"},
+		// Two insertions at one place, in order, and a replacement after them.
+		{[]bodySplice{{1, 1, []byte("ab")}, {1, 1, []byte("cd")}, {3, 5, []byte("-")}}, "0abcd12-56789"},
+		{[]bodySplice{{0, 1, nil}, {9, 10, nil}}, "12345678"},
+	} {
+		r := lease.reader(tc.splices)
 		var got []byte
-		one := make([]byte, 3) // small reads cross the replacement's edges
+		one := make([]byte, 3) // small reads cross the splices' edges
 		for {
 			n, err := r.Read(one)
 			got = append(got, one[:n]...)
@@ -78,7 +86,10 @@ func TestBodyLeaseStopsReadersOnRelease(t *testing.T) {
 			}
 		}
 		if string(got) != tc.want {
-			t.Errorf("reader(%d, %d, %q) read %q, want %q", tc.start, tc.end, tc.repl, got, tc.want)
+			t.Errorf("reader(%v) read %q, want %q", tc.splices, got, tc.want)
+		}
+		if n := lease.splicedLength(tc.splices); n != int64(len(tc.want)) {
+			t.Errorf("splicedLength(%v) = %d, want %d", tc.splices, n, len(tc.want))
 		}
 	}
 	lease.release()

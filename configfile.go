@@ -25,7 +25,8 @@ import (
 //	  },
 //	  "models": {
 //	    "gpt-4o": [{"backend": "eastus", "deployment": "gpt4o"}, {"backend": "sweden", "deployment": "gpt-4o", "weight": 2}]
-//	  }
+//	  },
+//	  "clients": {"team-search": {"key_env": "SEARCH_KEY", "limits": {"tokens_per_minute": 200000}}}
 //	}
 //
 // api_version is v1 (Azure's v1 API) unless the file or AZURE_OPENAI_API_VER
@@ -143,7 +144,7 @@ func (p *configParser) parse(data []byte) (*routeTable, error) {
 		}
 		return nil, p.errorf("", "is not valid JSON: %v", err)
 	}
-	members, err := p.object(top, "", "api_version", "preview_api_version", "default_backend", "max_attempts", "backends", "models")
+	members, err := p.object(top, "", "api_version", "preview_api_version", "default_backend", "max_attempts", "backends", "models", "clients")
 	if err != nil {
 		return nil, err
 	}
@@ -220,10 +221,23 @@ func (p *configParser) parse(data []byte) (*routeTable, error) {
 	} else if err := t.addMapperModels(p.getenv); err != nil {
 		return nil, err
 	}
-	if err := t.attachClientKeys(p.getenv); err != nil {
+	if err := p.attachClients(t, fields["clients"]); err != nil {
 		return nil, err
 	}
 	return t, nil
+}
+
+// attachClients gives the table its clients: the file's (raw, when it
+// names any) and the environment's keys.
+func (p *configParser) attachClients(t *routeTable, raw json.RawMessage) error {
+	var clients []clientSpec
+	if raw != nil {
+		var err error
+		if clients, err = p.clients(raw); err != nil {
+			return err
+		}
+	}
+	return t.attachClientKeys(p.getenv, clients)
 }
 
 func (p *configParser) backend(name string, raw json.RawMessage, apiVersion, previewAPIVersion string) (*backend, error) {

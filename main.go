@@ -102,7 +102,7 @@ func serve(ctx context.Context, cfg Config, logger *slog.Logger) error {
 			ln.Close()
 			return fmt.Errorf("listen on %s (AZURE_OPENAI_PROXY_METRICS_ADDRESS): %w", cfg.MetricsAddr, err)
 		}
-		ops = &http.Server{Handler: newOpsHandler(state, m), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+		ops = &http.Server{Handler: newOpsHandler(state, m, cfg.clock), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 		go ops.Serve(opsLn)
 		defer ops.Close()
 		started = append(started, "metrics_listen", opsLn.Addr().String())
@@ -221,6 +221,7 @@ func reloadRoutes(cfg Config, state *serverState, logger *slog.Logger) bool {
 		return false
 	}
 	state.routes.Store(table)
+	state.clients.retain(table.clientKeys) // the clients that remain keep their counters
 	logger.Info("configuration reloaded", table.summary()...)
 	table.logNotes(logger)
 	return true

@@ -59,7 +59,7 @@ func routeTableFromEnv(getenv func(string) string) (*routeTable, error) {
 	if err := t.addMapperModels(getenv); err != nil {
 		return nil, err
 	}
-	if err := t.attachClientKeys(getenv); err != nil {
+	if err := t.attachClientKeys(getenv, nil); err != nil {
 		return nil, err
 	}
 	return t, nil

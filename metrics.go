@@ -17,10 +17,11 @@ import (
 // client cannot make the proxy remember values of its own choosing.
 type metrics struct {
 	mu        sync.Mutex
-	requests  map[[5]string]uint64 // route, model, deployment, backend, code
+	requests  map[[6]string]uint64 // route, model, deployment, backend, code, client
 	durations map[[2]string]*histogram
 	attempts  map[[2]string]uint64 // backend, outcome
-	tokens    map[[3]string]uint64 // model, deployment, kind
+	tokens    map[[4]string]uint64 // model, deployment, kind, client
+	limited   map[[2]string]uint64 // client, limit
 	models    map[string]bool      // unconfigured models Azure has answered 2xx for, up to maxSeenModels
 	inFlight  atomic.Int64
 }
@@ -35,10 +36,11 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5
 
 func newMetrics() *metrics {
 	return &metrics{
-		requests:  map[[5]string]uint64{},
+		requests:  map[[6]string]uint64{},
 		durations: map[[2]string]*histogram{},
 		attempts:  map[[2]string]uint64{},
-		tokens:    map[[3]string]uint64{},
+		tokens:    map[[4]string]uint64{},
+		limited:   map[[2]string]uint64{},
 		models:    map[string]bool{},
 	}
 }
@@ -77,7 +79,8 @@ func (m *metrics) record(o *requestOutcome) {
 			deployment = "other"
 		}
 	}
-	m.requests[[5]string{o.route, model, deployment, o.backend, strconv.Itoa(o.status)}]++
+	client := o.client.label() // a configured name: bounded
+	m.requests[[6]string{o.route, model, deployment, o.backend, strconv.Itoa(o.status), client}]++
 	for _, p := range [...]struct {
 		phase string
 		d     time.Duration
@@ -94,11 +97,18 @@ func (m *metrics) record(o *requestOutcome) {
 		h.observe(p.d.Seconds())
 	}
 	if n := o.usage.prompt(); n > 0 {
-		m.tokens[[3]string{model, deployment, "prompt"}] += uint64(n)
+		m.tokens[[4]string{model, deployment, "prompt", client}] += uint64(n)
 	}
 	if n := o.usage.completion(); n > 0 {
-		m.tokens[[3]string{model, deployment, "completion"}] += uint64(n)
+		m.tokens[[4]string{model, deployment, "completion", client}] += uint64(n)
 	}
+}
+
+// limited counts a request refused for one of its client's limits.
+func (m *metrics) clientLimited(client, limit string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.limited[[2]string{client, limit}]++
 }
 
 func (m *metrics) attempt(backend, outcome string) {
@@ -116,10 +126,10 @@ func (m *metrics) write(w io.Writer) {
 		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, kind)
 	}
 
-	family("azure_openai_proxy_requests_total", "counter", "Requests answered, by route, model, deployment, backend and status code.")
+	family("azure_openai_proxy_requests_total", "counter", "Requests answered, by route, model, deployment, backend, status code and named client.")
 	for _, k := range sortedKeys(m.requests) {
 		fmt.Fprintf(&b, "azure_openai_proxy_requests_total%s %d\n",
-			labels("route", k[0], "model", k[1], "deployment", k[2], "backend", k[3], "code", k[4]), m.requests[k])
+			labels("route", k[0], "model", k[1], "deployment", k[2], "backend", k[3], "code", k[4], "client", k[5]), m.requests[k])
 	}
 
 	family("azure_openai_proxy_request_duration_seconds", "histogram", "Time to the first byte of the answer, and to its end (for streams, the whole stream).")
@@ -144,9 +154,14 @@ func (m *metrics) write(w io.Writer) {
 	family("azure_openai_proxy_in_flight_requests", "gauge", "Requests being served now, open streams and websocket sessions included.")
 	fmt.Fprintf(&b, "azure_openai_proxy_in_flight_requests %d\n", m.inFlight.Load())
 
-	family("azure_openai_proxy_tokens_total", "counter", "Tokens Azure reported in usage, by model, deployment and kind (prompt or completion).")
+	family("azure_openai_proxy_tokens_total", "counter", "Tokens Azure reported in usage, by model, deployment, kind (prompt or completion) and named client.")
 	for _, k := range sortedKeys(m.tokens) {
-		fmt.Fprintf(&b, "azure_openai_proxy_tokens_total%s %d\n", labels("model", k[0], "deployment", k[1], "kind", k[2]), m.tokens[k])
+		fmt.Fprintf(&b, "azure_openai_proxy_tokens_total%s %d\n", labels("model", k[0], "deployment", k[1], "kind", k[2], "client", k[3]), m.tokens[k])
+	}
+
+	family("azure_openai_proxy_client_limited_total", "counter", "Requests refused with 429 for one of their named client's limits, by client and limit.")
+	for _, k := range sortedKeys(m.limited) {
+		fmt.Fprintf(&b, "azure_openai_proxy_client_limited_total%s %d\n", labels("client", k[0], "limit", k[1]), m.limited[k])
 	}
 	io.WriteString(w, b.String())
 }
@@ -162,11 +177,16 @@ func sortedKeys[K comparable, V any](m map[K]V) []K {
 }
 
 // labels renders {name="value",...}, escaping values as the format requires.
+// An empty client label is left out (to Prometheus an empty label is no
+// label): a proxy without named clients keeps the series it always had.
 func labels(pairs ...string) string {
 	var b strings.Builder
 	b.WriteByte('{')
 	for i := 0; i+1 < len(pairs); i += 2 {
-		if i > 0 {
+		if pairs[i] == "client" && pairs[i+1] == "" {
+			continue
+		}
+		if b.Len() > 1 {
 			b.WriteByte(',')
 		}
 		b.WriteString(pairs[i])

@@ -19,10 +19,14 @@ func (h *proxyHandler) modelObject(id string) modelObject {
 	return modelObject{ID: id, Object: "model", Created: h.started, OwnedBy: "azure-openai-proxy"}
 }
 
-// serveModels answers a models route.
-func (h *proxyHandler) serveModels(w http.ResponseWriter, table *routeTable, rt route) *apiError {
+// serveModels answers a models route. A client held to a list of models
+// sees those alone.
+func (h *proxyHandler) serveModels(w http.ResponseWriter, table *routeTable, rt route, who *client) *apiError {
 	if rt.kind == routeModel {
-		if table.models[rt.model] == nil {
+		switch {
+		case !who.allowsModel(rt.model):
+			return modelNotAllowed(who, rt.model)
+		case table.models[rt.model] == nil && (who == nil || who.models == nil):
 			return newAPIError(http.StatusNotFound, typeInvalidRequest, "model_not_found", "model",
 				"The model '"+shorten(rt.model)+"' does not exist: it is not configured in this proxy.")
 		}
@@ -33,7 +37,11 @@ func (h *proxyHandler) serveModels(w http.ResponseWriter, table *routeTable, rt 
 		Object string        `json:"object"`
 		Data   []modelObject `json:"data"`
 	}{Object: "list", Data: []modelObject{}}
-	for _, m := range table.modelNames {
+	names := table.modelNames
+	if who != nil && who.models != nil {
+		names = who.models
+	}
+	for _, m := range names {
 		list.Data = append(list.Data, h.modelObject(m))
 	}
 	writeJSON(w, http.StatusOK, list)

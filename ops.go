@@ -2,14 +2,18 @@ package main
 
 import (
 	"net/http"
+	"time"
 )
 
 // serveOps answers the operational endpoints, which never reach Azure:
 // /healthz (alive) and /readyz (503 while draining), which need no key, and,
 // when withMetrics, /metrics, which on the API port (apiPort) needs a client
-// key when client keys are set. It reports whether r was one of them.
-func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, withMetrics, apiPort bool) bool {
+// key when client keys are set; and the clients' usage (clientusage.go). It
+// reports whether r was one of them.
+func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, now time.Time, withMetrics, apiPort bool) bool {
 	switch r.URL.Path {
+	case usagePath:
+		serveUsage(w, r, state, now, apiPort)
 	case "/healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	case "/readyz":
@@ -40,9 +44,9 @@ func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *met
 // newOpsHandler serves the operational endpoints alone, for the listener at
 // AZURE_OPENAI_PROXY_METRICS_ADDRESS: Prometheus and the probes reach it,
 // while the API port can stay on loopback.
-func newOpsHandler(state *serverState, m *metrics) http.Handler {
+func newOpsHandler(state *serverState, m *metrics, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !serveOps(w, r, state, m, true, false) {
+		if !serveOps(w, r, state, m, now(), true, false) {
 			http.NotFound(w, r)
 		}
 	})

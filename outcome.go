@@ -12,11 +12,13 @@ import (
 // http.ErrAbortHandler, and nothing after its ServeHTTP runs).
 type requestOutcome struct {
 	// Written by the handler.
-	route      string // the route's label (route.label)
-	model      string // as the client named it: arbitrary bytes until settled
-	modelValid bool   // model is a valid deployment name
-	configured bool   // the model is in the route table
-	bodyRead   bool   // the request body was read whole
+	route      string  // the route's label (route.label)
+	model      string  // as the client named it: arbitrary bytes until settled
+	modelValid bool    // model is a valid deployment name
+	configured bool    // the model is in the route table
+	bodyRead   bool    // the request body was read whole
+	bodyBytes  int     // its size
+	client     *client // the named client; nil: none, or an unnamed key
 	// The proxy chose the deployment (a configured one, or the model's name
 	// on a route with the deployment in the path), rather than passing on
 	// whatever the client's body says.
@@ -27,6 +29,7 @@ type requestOutcome struct {
 	attempts            int
 	upstreamStatus      int // Azure's status on the answer relayed; 0 when none came
 	usage               tokenUsage
+	streamEvents        int // events of a stream passed on to the client
 
 	// Settled when the request ends.
 	status           int    // what the client got; statusClientClosed if it left first

@@ -23,6 +23,7 @@ type serverState struct {
 	handling      atomic.Int64 // requests in the handler, until their log line is written
 	routes        atomic.Pointer[routeTable]
 	sessions      sessionTracker // websocket sessions, which Shutdown does not wait for
+	clients       clientLedger   // named clients' usage, kept across reloads
 }
 
 // proxyHandler validates and resolves each request, then hands it to one
@@ -66,7 +67,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close") // the client's next request goes elsewhere, or waits its turn
 	}
 	h.cors.setHeaders(w.Header(), r)
-	if serveOps(w, r, h.state, h.metrics, h.cfg.MetricsAddr == "", true) {
+	if serveOps(w, r, h.state, h.metrics, h.now(), h.cfg.MetricsAddr == "", true) {
 		return
 	}
 	if overCapacity(r.Context()) {
@@ -87,6 +88,7 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := recover()
 		h.metrics.inFlight.Add(-1)
 		outcome.settle(r, rec, p != nil, h.state.cutByShutdown.Load())
+		h.charge(outcome)
 		logAccess(h.log, r, rec.Header(), outcome)
 		h.metrics.record(outcome)
 		h.state.handling.Add(-1)
@@ -113,11 +115,13 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveAPI takes a request through its stages, each of which answers bad
 // input itself, so that nothing it refuses reaches Azure:
 //  1. resolveRoute (routes.go): the route, its methods, the query
-//  2. authorize (clientkeys.go): the client's key
-//  3. readBody (body.go): the body, within the limit
-//  4. findRequestModel (body.go): the model the request names
-//  5. planCall (this file): the candidates, or the model as a deployment
-//  6. ReverseProxy: stripClientHeaders, then backendTransport
+//  2. authorize (clientkeys.go): the client's key, and the client it names
+//  3. admit (ratelimit.go): the named client's limits
+//  4. readBody (body.go): the body, within the limit
+//  5. findRequestModel (body.go): the model the request names, and
+//     checkModelAllowed (clients.go): whether its client may call it
+//  6. planCall (this file): the candidates, or the model as a deployment
+//  7. ReverseProxy: stripClientHeaders, then backendTransport
 //     (failover.go) tries candidates with attempts built in upstream.go,
 //     and modifyResponse shapes the answer.
 func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome *requestOutcome) *apiError {
@@ -130,12 +134,18 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.route = rt.label()
-	key, ephemeral, e := authorize(table, r.Header, rt)
+	key, ephemeral, who, e := authorize(table, r.Header, rt)
 	if e != nil {
 		return e
 	}
+	if who != nil && who.name != "" {
+		outcome.client = who
+	}
 	if rt.answeredByProxy() {
-		return h.serveModels(w, table, rt)
+		return h.serveModels(w, table, rt, who)
+	}
+	if e := h.admit(w.Header(), outcome); e != nil {
+		return e
 	}
 	if e := checkContentType(rt, table, r); e != nil {
 		return e
@@ -148,7 +158,7 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 	if e != nil {
 		return e
 	}
-	outcome.bodyRead = true
+	outcome.bodyRead, outcome.bodyBytes = true, len(data)
 	// Whatever happens below, the buffer goes back to the pool once the
 	// request is over: the lease owns it from here.
 	body := &bodyLease{buf: data, size: len(data), pool: h.bodies}
@@ -158,9 +168,15 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 		return e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
+	if e := checkModelAllowed(who, rt, r.Method, model.name); e != nil {
+		return e
+	}
 	call, e := planCall(table, rt, model, key, ephemeral, body, outcome)
 	if e != nil {
 		return e
+	}
+	if outcome.client != nil && outcome.client.limits.countsTokens() && rt.kind == routeDeployment && rt.op == "chat/completions" {
+		call.usageSplices = streamUsageSplices(data)
 	}
 	outcome.configured = call.model != nil
 	outcome.deploymentChosen = call.model != nil || call.deployment != ""
@@ -204,15 +220,23 @@ func planCall(table *routeTable, rt route, model requestModel, key string, ephem
 func (h *proxyHandler) modifyResponse(resp *http.Response) error {
 	stripUpstreamCORS(resp)
 	call := resp.Request.Context().Value(upstreamCallKey{}).(*upstreamCall)
+	if c := call.outcome.client; c != nil && c.limits.any() {
+		stripUpstreamRateHeaders(resp.Header) // the client's own limits were sent instead
+	}
 	if resp.StatusCode/100 != 2 || call.route.kind == routeRealtime {
 		return nil
 	}
 	switch contentType := resp.Header.Get("Content-Type"); {
 	case hasMediaType(contentType, "text/event-stream"):
-		resp.Body = newEventFilter(resp.Body, call.route.chat && !h.cfg.RawStream, &call.outcome.usage, h.cfg.MaxEventBytes, func() {
+		filter := newEventFilter(resp.Body, call.route.chat && !h.cfg.RawStream, &call.outcome.usage, h.cfg.MaxEventBytes, func() {
 			h.log.Warn("a streamed event is larger than AZURE_OPENAI_PROXY_MAX_EVENT: the rest of the stream passes unfiltered",
 				"max_event", h.cfg.MaxEventBytes, "backend", call.outcome.backend)
 		})
+		if b, ok := resp.Request.Context().Value(attemptBackendKey{}).(*backend); ok && call.asksStreamUsage(b) {
+			filter.hideUsage = true
+		}
+		filter.events = &call.outcome.streamEvents
+		resp.Body = filter
 		resp.ContentLength = -1
 		resp.Header.Del("Content-Length")
 	case hasMediaType(contentType, "application/json"):

@@ -118,6 +118,12 @@ type eventFilter struct {
 	split    sseSplitter
 	out      []byte // kept events the caller's buffer could not take yet
 	err      error
+
+	// Set when the proxy asked Azure for the stream's usage
+	// (usageinject.go): what asking added is taken out again.
+	hideUsage bool
+	scratch   []byte
+	events    *int // counts the events passed on, when set
 }
 
 func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage, maxEvent int, overflow func()) *eventFilter {
@@ -161,6 +167,15 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			}
 			if !keep && f.drop {
 				continue
+			}
+			if f.hideUsage {
+				var drop bool
+				if event, drop = hideAskedUsage(event, &f.scratch); drop {
+					continue
+				}
+			}
+			if f.events != nil {
+				*f.events++
 			}
 			// Kept events go straight to the caller's buffer; only what
 			// does not fit waits (the splitter reuses its buffer).

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -30,6 +31,7 @@ type upstreamCall struct {
 	body             *bodyLease   // nil: no body
 	bodyModel        requestModel // where the body names the model, for the backends that read the deployment there
 	placesDeployment bool         // each attempt names its candidate's deployment: only then do its failures cool the candidate down
+	usageSplices     []bodySplice // ask Azure for the usage of a stream whose client did not (usageinject.go)
 	outcome          *requestOutcome
 }
 
@@ -69,21 +71,32 @@ func (c *upstreamCall) attempt(ctx context.Context, req *http.Request, cand cand
 	}
 	out.Body, out.GetBody, out.ContentLength = nil, nil, 0
 	if c.body != nil {
-		var start, end int
-		var replacement []byte
-		if m := c.bodyModel; m.edit != editNone && deploymentInBody(b, c.route) {
-			start, end, replacement = m.start, m.end, m.replacement(cand.deployment)
-		}
-		out.Body = c.body.reader(start, end, replacement)
+		splices := c.splices(b, cand.deployment)
+		out.Body = c.body.reader(splices)
 		if req.Header.Get("Idempotency-Key") == "" && req.Header.Get("X-Idempotency-Key") == "" {
 			// With these headers Go's transport would resend a POST itself
 			// after a reset; without GetBody it cannot: resending is the
 			// failover code's decision alone.
-			out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(start, end, replacement), nil }
+			out.GetBody = func() (io.ReadCloser, error) { return c.body.reader(splices), nil }
 		}
-		out.ContentLength = int64(c.body.size - (end - start) + len(replacement))
+		out.ContentLength = c.body.splicedLength(splices)
 	}
 	return out
+}
+
+// splices are the edits an attempt at backend b makes to the body: the
+// deployment where Azure reads it from the body, and the request for a
+// stream's usage (usageinject.go).
+func (c *upstreamCall) splices(b *backend, deployment string) []bodySplice {
+	var splices []bodySplice
+	if m := c.bodyModel; m.edit != editNone && deploymentInBody(b, c.route) {
+		splices = append(splices, bodySplice{m.start, m.end, m.replacement(deployment)})
+	}
+	if c.asksStreamUsage(b) {
+		splices = append(splices, c.usageSplices...)
+		slices.SortStableFunc(splices, func(x, y bodySplice) int { return x.start - y.start })
+	}
+	return splices
 }
 
 func (b *backend) v1() bool { return b.apiVersion == apiV1 }
