@@ -64,3 +64,49 @@ func TestDeploymentFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayConfigLoads loads the gateway's config.json as the pod would,
+// with its Secret's keys in files and its environment.
+func TestGatewayConfigLoads(t *testing.T) {
+	data, err := os.ReadFile("deploy/kubernetes/gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	_, config, ok := strings.Cut(text, "  config.json: |\n")
+	if !ok {
+		t.Fatal("gateway.yaml has no config.json")
+	}
+	var lines []string
+	for line := range strings.SplitSeq(config, "\n") {
+		if !strings.HasPrefix(line, "    ") {
+			break
+		}
+		lines = append(lines, line[4:])
+	}
+	dir := t.TempDir()
+	json := strings.Join(lines, "\n")
+	for _, name := range []string{"team-search", "batch-jobs"} {
+		path := dir + "/" + name
+		os.WriteFile(path, []byte("sk-"+name+"-key\n"), 0o440)
+		json = strings.ReplaceAll(json, "/run/secrets/gateway/"+name, path)
+	}
+	env := mapEnv(map[string]string{"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com", "AZURE_OPENAI_API_KEY": "k",
+		"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o,text-embedding-3-small=emb"})
+	cfg, err := loadConfig(options{listen: ":0", config: writeConfig(t, json)}, env)
+	if err != nil {
+		t.Fatalf("the gateway's config.json does not load: %v", err)
+	}
+	search := cfg.Routes.clientKeys.lookup("sk-team-search-key")
+	if search == nil || search.name != "team-search" || search.limits.TokensPerMinute != 100000 || len(search.models) != 2 {
+		t.Errorf("team-search: %+v", search)
+	}
+	if got := strings.Join(cfg.Routes.clientNames(), ","); got != "team-search,batch-jobs" {
+		t.Errorf("clients %q", got)
+	}
+	for _, name := range []string{"team-search", "batch-jobs"} {
+		if !strings.Contains(text, "{ key: "+name+", path: "+name+" }") {
+			t.Errorf("the Secret volume does not project %s's key", name)
+		}
+	}
+}

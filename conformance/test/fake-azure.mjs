@@ -111,7 +111,12 @@ export class FakeAzure {
       { ...base, choices: [{ index: 0, delta: { content: ' there' }, finish_reason: null }] },
       { ...base, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] },
     ];
-    if (input.stream_options?.include_usage) events.push({ ...base, choices: [], usage: usage() });
+    if (input.stream_options?.include_usage) {
+      // "All other chunks will also include a usage field, but with a null
+      // value" (chatCompletionStreamOptions, the 2024-10-21 spec).
+      for (const e of events) e.usage = null;
+      events.push({ ...base, choices: [], usage: usage() });
+    }
     for (let i = 0; i < events.length; i++) {
       res.write(`data: ${JSON.stringify(events[i])}\n\n`);
       if (this.onEvent) await this.onEvent(i);
