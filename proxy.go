@@ -63,21 +63,9 @@ func newHandler(cfg Config, logger *slog.Logger, state *serverState, m *metrics)
 }
 
 func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if h.state.closingConns.Load() || overCapacity(r.Context()) {
-		w.Header().Set("Connection", "close") // the client's next request goes elsewhere, or waits its turn
-	}
-	h.cors.setHeaders(w.Header(), r)
-	if serveOps(w, r, h.state, h.metrics, h.now(), h.cfg.MetricsAddr == "", true) {
+	if h.answeredUnrecorded(w, r) {
 		return
 	}
-	if overCapacity(r.Context()) {
-		e := newAPIError(http.StatusServiceUnavailable, typeServer, "server_busy", "",
-			"The proxy holds as many connections as it serves at once (AZURE_OPENAI_PROXY_MAX_CONNECTIONS); retry shortly.")
-		e.header = http.Header{"Retry-After": {"1"}}
-		writeError(w, e)
-		return
-	}
-
 	rec := &responseRecorder{ResponseWriter: w, sessions: &h.state.sessions, start: time.Now()}
 	outcome := &requestOutcome{route: "unknown"}
 	h.metrics.inFlight.Add(1)
@@ -85,35 +73,78 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		// ReverseProxy aborts a response it cannot finish by panicking with
 		// http.ErrAbortHandler; record the request, then let the server see it.
-		p := recover()
-		h.metrics.inFlight.Add(-1)
-		outcome.settle(r, rec, p != nil, h.state.cutByShutdown.Load())
-		h.charge(outcome)
-		logAccess(h.log, r, rec.Header(), outcome)
-		h.metrics.record(outcome)
-		h.state.handling.Add(-1)
-		if p != nil {
-			panic(p)
-		}
+		h.finish(r, rec, outcome, recover())
 	}()
-	if r.Method == http.MethodOptions {
-		outcome.route = "preflight"
-		h.cors.preflight(rec, r)
-		return
+	h.serveAPI(rec, r, outcome)
+}
+
+// answeredUnrecorded answers what needs no access log line: the ops
+// endpoints, and the 503 of a proxy at its connection cap.
+func (h *proxyHandler) answeredUnrecorded(w http.ResponseWriter, r *http.Request) bool {
+	if h.state.closingConns.Load() || overCapacity(r.Context()) {
+		w.Header().Set("Connection", "close") // the client's next request goes elsewhere, or waits its turn
 	}
-	if e := h.serveAPI(rec, r, outcome); e != nil {
-		if !outcome.bodyRead && r.ContentLength != 0 {
-			// Refused before its body was read: answer now and close,
-			// rather than let the server wait to drain a body that may
-			// never come.
-			rec.Header().Set("Connection", "close")
-		}
-		writeError(rec, e)
+	h.cors.setHeaders(w.Header(), r)
+	if serveOps(w, r, h.state, h.metrics, h.now(), h.cfg.MetricsAddr == "", true) {
+		return true
+	}
+	if overCapacity(r.Context()) {
+		e := newAPIError(http.StatusServiceUnavailable, typeServer, "server_busy", "",
+			"The proxy holds as many connections as it serves at once (AZURE_OPENAI_PROXY_MAX_CONNECTIONS); retry shortly.")
+		e.header = http.Header{"Retry-After": {"1"}}
+		writeError(w, e)
+		return true
+	}
+	return false
+}
+
+// finish records a request that has ended, p being what ReverseProxy
+// panicked with, if it did, which it then passes on.
+func (h *proxyHandler) finish(r *http.Request, rec *responseRecorder, outcome *requestOutcome, p any) {
+	h.metrics.inFlight.Add(-1)
+	outcome.settle(r, rec, p != nil, h.state.cutByShutdown.Load())
+	h.charge(outcome)
+	logAccess(h.log, r, rec.Header(), outcome)
+	h.metrics.record(outcome)
+	h.state.handling.Add(-1)
+	if p != nil {
+		panic(p)
 	}
 }
 
-// serveAPI takes a request through its stages, each of which answers bad
-// input itself, so that nothing it refuses reaches Azure:
+// serveAPI plans the request, then hands it to ReverseProxy. It stays small,
+// as ServeHTTP does: their frames are on the stack for as long as a stream
+// is open, and net/http needs nearly 8 KiB of stack to write the first
+// response headers beneath them; past 8 KiB every stream's goroutine would
+// hold a 16 KiB stack.
+func (h *proxyHandler) serveAPI(w *responseRecorder, r *http.Request, outcome *requestOutcome) {
+	call, body, e := h.planRequest(w, r, outcome)
+	if body != nil {
+		// The buffer goes back to the pool once the request is over,
+		// whatever happened.
+		defer body.release()
+	}
+	switch {
+	case e != nil:
+		h.refuse(w, r, outcome, e)
+	case call != nil:
+		h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
+	}
+}
+
+// refuse answers a request a stage refused.
+func (h *proxyHandler) refuse(w http.ResponseWriter, r *http.Request, outcome *requestOutcome, e *apiError) {
+	if !outcome.bodyRead && r.ContentLength != 0 {
+		// Refused before its body was read: answer now and close, rather
+		// than let the server wait to drain a body that may never come.
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, e)
+}
+
+// planRequest takes a request through its stages, each of which refuses bad
+// input itself, so that nothing it refuses reaches Azure; the call it
+// returns is what the last stage does:
 //  1. resolveRoute (routes.go): the route, its methods, the query
 //  2. authorize (clientkeys.go): the client's key, and the client it names
 //  3. admit (ratelimit.go): the named client's limits
@@ -124,31 +155,36 @@ func (h *proxyHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //  7. ReverseProxy: stripClientHeaders, then backendTransport
 //     (failover.go) tries candidates with attempts built in upstream.go,
 //     and modifyResponse shapes the answer.
-func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome *requestOutcome) *apiError {
+func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outcome *requestOutcome) (call *upstreamCall, body *bodyLease, e *apiError) {
+	if r.Method == http.MethodOptions {
+		outcome.route = "preflight"
+		h.cors.preflight(w, r)
+		return nil, nil, nil
+	}
 	table := h.state.routes.Load() // this request's configuration, even if a reload comes
 	if e := h.checkExposure(r, table); e != nil {
-		return e
+		return nil, body, e
 	}
 	rt, e := resolveRoute(r)
 	if e != nil {
-		return e
+		return nil, body, e
 	}
 	outcome.route = rt.label()
 	key, ephemeral, who, e := authorize(table, r.Header, rt)
 	if e != nil {
-		return e
+		return nil, body, e
 	}
 	if who != nil && who.name != "" {
 		outcome.client = who
 	}
 	if rt.answeredByProxy() {
-		return h.serveModels(w, table, rt, who)
+		return nil, nil, h.serveModels(w, table, rt, who)
 	}
 	if e := h.admit(w.Header(), outcome); e != nil {
-		return e
+		return nil, body, e
 	}
 	if e := checkContentType(rt, table, r); e != nil {
-		return e
+		return nil, body, e
 	}
 	limit := h.cfg.MaxBodyBytes
 	if ephemeral {
@@ -156,32 +192,30 @@ func (h *proxyHandler) serveAPI(w http.ResponseWriter, r *http.Request, outcome 
 	}
 	data, e := readBody(w, r, limit, h.cfg.BodyTimeout, h.bodies)
 	if e != nil {
-		return e
+		return nil, body, e
 	}
 	outcome.bodyRead, outcome.bodyBytes = true, len(data)
 	// Whatever happens below, the buffer goes back to the pool once the
 	// request is over: the lease owns it from here.
-	body := &bodyLease{buf: data, size: len(data), pool: h.bodies}
-	defer body.release()
+	body = &bodyLease{buf: data, size: len(data), pool: h.bodies}
 	model, e := findRequestModel(rt, r.Header.Get("Content-Type"), data)
 	if e != nil {
-		return e
+		return nil, body, e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
 	if e := checkModelAllowed(who, rt, r.Method, model.name); e != nil {
-		return e
+		return nil, body, e
 	}
-	call, e := planCall(table, rt, model, key, ephemeral, body, outcome)
+	call, e = planCall(table, rt, model, key, ephemeral, body, outcome)
 	if e != nil {
-		return e
+		return nil, body, e
 	}
 	if outcome.client != nil && outcome.client.limits.countsTokens() && rt.kind == routeDeployment && rt.op == "chat/completions" {
 		call.usageSplices = streamUsageSplices(data)
 	}
 	outcome.configured = call.model != nil
 	outcome.deploymentChosen = call.model != nil || call.deployment != ""
-	h.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), upstreamCallKey{}, call)))
-	return nil
+	return call, body, nil
 }
 
 // planCall decides where a request may go: a configured model's candidates,
