@@ -189,30 +189,72 @@ func keysFileLine(line string) (name, key string) {
 	return "", line
 }
 
-// checkModelAllowed refuses a request for a model its client may not call.
-// A request that names no model (files, vector stores, a stored response)
-// passes, but for a new batch: its deployments are inside an uploaded file
-// the proxy does not read.
-func checkModelAllowed(who *client, rt route, method string, model []byte) *apiError {
-	if who == nil || who.models == nil {
+// checkClientCall refuses what a named client's models or token limits do
+// not allow. It fails closed: a client with a models list may send a request
+// that could run a model only when the proxy found the model in it and it is
+// on the list; otherwise only reads, deletes, and the operations that run no
+// model (files, uploads, vector stores, containers, conversations, cancels).
+// A client with token limits may not open websockets or mint realtime keys:
+// those sessions' tokens never pass through the proxy as usage it can read.
+func checkClientCall(who *client, rt route, method string, model []byte) *apiError {
+	if who == nil {
 		return nil
 	}
-	if model == nil {
-		if method == http.MethodPost && rt.kind == routePassthrough && rt.opPath == "batches" {
-			return newAPIError(http.StatusForbidden, typeInvalidRequest, "model_not_allowed", "",
-				"The client '"+who.name+"' may call only some models, so it may not create batches: "+
-					"their models are named inside the input file, which this proxy does not read.")
+	if who.limits.countsTokens() && (rt.upgrade || rt.kind == routeRealtime || rt.kind == routePassthrough && isRealtimeOp(rt.opPath)) {
+		return operationNotAllowed(who, "its tokens are limited, and realtime sessions' tokens cannot be counted by the proxy")
+	}
+	if who.models == nil {
+		return nil
+	}
+	switch {
+	case len(model) > 0 && (!rt.upgrade || rt.kind == routeRealtime):
+		if !who.allowsModel(string(model)) {
+			return modelNotAllowed(who, string(model))
 		}
 		return nil
+	case rt.upgrade:
+		return operationNotAllowed(who, "it may call only some models, and a websocket session can name any")
+	case method == http.MethodGet || method == http.MethodHead || method == http.MethodDelete:
+		return nil
+	case rt.kind == routePassthrough && runsNoModel(rt.opPath):
+		return nil
 	}
-	if !who.allowsModel(string(model)) {
-		return modelNotAllowed(who, string(model))
+	return operationNotAllowed(who, "it may call only some models, and this request could run one the proxy cannot see")
+}
+
+// runsNoModel reports whether a POST to the passthrough operation opPath
+// stores or cancels something without running a model.
+func runsNoModel(opPath string) bool {
+	first, _, _ := strings.Cut(opPath, "/")
+	switch first {
+	case "files", "uploads", "vector_stores", "containers", "conversations":
+		return true
 	}
-	return nil
+	return strings.HasSuffix(opPath, "/cancel") ||
+		strings.HasPrefix(opPath, "chat/completions/") // a stored completion's metadata
+}
+
+// isRealtimeOp reports whether a passthrough operation makes or joins a
+// realtime session (client secrets, sessions, WebRTC calls).
+func isRealtimeOp(opPath string) bool {
+	first, _, _ := strings.Cut(opPath, "/")
+	return strings.HasPrefix(first, "realtime")
+}
+
+func operationNotAllowed(who *client, why string) *apiError {
+	return newAPIError(http.StatusForbidden, typeInvalidRequest, "operation_not_allowed", "",
+		"The client '"+who.name+"' may not make this request on this proxy: "+why+".")
 }
 
 func modelNotAllowed(who *client, model string) *apiError {
+	listed := who.models
+	if len(listed) > maxListedModels {
+		listed = append(listed[:maxListedModels:maxListedModels], "…")
+	}
 	return newAPIError(http.StatusForbidden, typeInvalidRequest, "model_not_allowed", "model",
 		fmt.Sprintf("The client '%s' may not use the model '%s' on this proxy. Its models: %s.",
-			who.name, shorten(model), strings.Join(who.models, ", ")))
+			who.name, shorten(model), strings.Join(listed, ", ")))
 }
+
+// maxListedModels bounds the models a refusal lists.
+const maxListedModels = 20

@@ -116,3 +116,114 @@ func TestUsageEndpoint(t *testing.T) {
 		t.Errorf("ops listener: %s", rec.Body)
 	}
 }
+
+// A client held to some models meets a closed door wherever a request could
+// run a model the proxy cannot see (an attacker's review found each of these
+// open).
+func TestModelAllowListFailsClosed(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, usageAnswer(1, 1))
+	for _, api := range []string{datedAPIVersion, "v1"} {
+		p := startClocked(t, fmt.Sprintf(clientsConfig, `{"requests_per_minute": 1000}`), mergeEnv(clientsEnv, map[string]string{"AZURE_OPENAI_API_VER": api}), fake)
+		send := func(method, path, contentType, body string, extra http.Header) (*http.Response, []byte) {
+			h := http.Header{"Authorization": {"Bearer " + searchKey}}
+			if contentType != "" {
+				h.Set("Content-Type", contentType)
+			}
+			for k, v := range extra {
+				h[k] = v
+			}
+			var b []byte
+			if body != "" {
+				b = []byte(body)
+			}
+			return (&testProxy{URL: p.URL}).do(t, method, path, h, b)
+		}
+		websocket := http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}
+		for _, tc := range []struct {
+			method, path, contentType, body string
+			header                          http.Header
+			status                          int
+		}{
+			// Azure's own paths, in any case, and its v1 API as a passthrough.
+			{"POST", "/v1/v1/chat/completions?api-version=preview", "application/json", `{"model":"gpt-4"}`, nil, 404},
+			{"POST", "/v1/V1/chat/completions", "application/json", `{"model":"gpt-4"}`, nil, 404},
+			{"POST", "/v1/Deployments/gpt-4/chat/completions", "application/json", `{"model":"gpt-4"}`, nil, 404},
+			{"POST", "/v1/OpenAI/deployments/gpt-4/chat/completions", "application/json", `{}`, nil, 404},
+			// Models the proxy does not read.
+			{"POST", "/v1/evals/eval_1/runs", "application/json", `{"data_source":{"model":"gpt-4"}}`, nil, 403},
+			{"POST", "/v1/realtimeapi/sessions?api-version=2025-04-01-preview", "application/json", `{"model":"gpt-4"}`, nil, 403},
+			{"POST", "/v1/realtime/client_secrets", "application/json", `{"session":{"type":"transcription","audio":{"input":{"transcription":{"model":"gpt-4"}}}}}`, nil, 403},
+			{"POST", "/v1/fine_tuning/jobs", "application/json", `{"model":"gpt-4","training_file":"file-1"}`, nil, 403},
+			{"POST", "/v1/responses", "text/plain", `{"model":"gpt-4","input":"x"}`, nil, 403},
+			{"POST", "/v1/responses", "", `{"model":"gpt-4","input":"x"}`, nil, 403},
+			{"GET", "/v1/responses", "", "", websocket, 403},
+			// What runs no model, or names an allowed one, passes.
+			{"POST", "/v1/responses", "application/json", `{"model":"gpt-4o","input":"x"}`, nil, 200},
+			{"GET", "/v1/responses/resp_1", "", "", nil, 200},
+			{"DELETE", "/v1/files/file-1", "", "", nil, 200},
+			{"POST", "/v1/vector_stores", "application/json", `{"name":"docs"}`, nil, 200},
+			{"POST", "/v1/responses/resp_1/cancel", "", "", nil, 200},
+		} {
+			before := len(fake.all())
+			resp, body := send(tc.method, tc.path, tc.contentType, tc.body, tc.header)
+			if resp.StatusCode != tc.status {
+				t.Errorf("%s: %s %s %s: %d %s, want %d", api, tc.method, tc.path, tc.body, resp.StatusCode, body, tc.status)
+			}
+			if reached := len(fake.all()) > before; reached != (tc.status == 200) {
+				t.Errorf("%s: %s %s: reached Azure: %v", api, tc.method, tc.path, reached)
+			}
+			if tc.status == 403 {
+				if _, _, _, code := openAIError(t, body); code == nil || *code != "operation_not_allowed" {
+					t.Errorf("%s %s: code %v", tc.method, tc.path, code)
+				}
+			}
+		}
+	}
+}
+
+// The proxy names the realtime deployment: a client's Model= or
+// deployment= in another case does not reach Azure beside it.
+func TestRealtimeQueryKeepsTheProxysDeployment(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, status(400, nil, `{}`))
+	config := strings.Replace(fmt.Sprintf(clientsConfig, `{"requests_per_minute": 100}`), `"models": {`, `"models": {
+    "gpt-realtime": [{"backend": "a", "deployment": "dep-rt"}],`, 1)
+	config = strings.Replace(config, `"models": ["gpt-4o", "text-embedding-3-small"]`, `"models": ["gpt-realtime"]`, 1)
+	p := startClocked(t, config, clientsEnv, fake)
+	h := http.Header{"Authorization": {"Bearer " + searchKey}, "Upgrade": {"websocket"}, "Connection": {"Upgrade"},
+		"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}
+	(&testProxy{URL: p.URL}).do(t, "GET", "/v1/realtime?model=gpt-realtime&Model=gpt-4&Deployment=gpt-4&DEPLOYMENT=x", h, nil)
+	if got := fake.only(t).Query; got != "model=dep-rt" {
+		t.Errorf("upstream query %q, want only the proxy's model=dep-rt", got)
+	}
+	if resp, body := (&testProxy{URL: p.URL}).do(t, "GET", "/v1/realtime?model=gpt-4", h, nil); resp.StatusCode != 403 {
+		t.Errorf("realtime with a model not on the list: %d %s", resp.StatusCode, body)
+	}
+}
+
+// A client with token limits cannot open sessions whose tokens the proxy
+// never sees.
+func TestTokenLimitedClientsKeepToCountableCalls(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, usageAnswer(1, 1))
+	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"tokens_per_day": 100000}`), clientsEnv, fake)
+	ws := http.Header{"Authorization": {"Bearer " + searchKey}, "Upgrade": {"websocket"}, "Connection": {"Upgrade"},
+		"Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}, "Sec-Websocket-Version": {"13"}}
+	for _, tc := range []struct {
+		method, path, body string
+		header             http.Header
+	}{
+		{"GET", "/v1/realtime?model=gpt-4o", "", ws},
+		{"POST", "/v1/realtime/client_secrets", `{"session":{"type":"realtime","model":"gpt-4o"}}`, http.Header{"Authorization": {"Bearer " + searchKey}, "Content-Type": {"application/json"}}},
+	} {
+		var body []byte
+		if tc.body != "" {
+			body = []byte(tc.body)
+		}
+		resp, got := (&testProxy{URL: p.URL}).do(t, tc.method, tc.path, tc.header, body)
+		if _, _, _, code := openAIError(t, got); resp.StatusCode != 403 || code == nil || *code != "operation_not_allowed" {
+			t.Errorf("%s %s: %d %s", tc.method, tc.path, resp.StatusCode, got)
+		}
+	}
+	if len(fake.all()) != 0 {
+		t.Error("a refused session reached Azure")
+	}
+}

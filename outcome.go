@@ -19,6 +19,9 @@ type requestOutcome struct {
 	bodyRead   bool    // the request body was read whole
 	bodyBytes  int     // its size
 	client     *client // the named client; nil: none, or an unnamed key
+	generating bool    // a POST that runs a model: charged to its client
+	jsonBody   bool    // the body is JSON (not a form): its size estimates a prompt
+	reserved   int64   // the prompt's estimate held against the client's token limits
 	// The proxy chose the deployment (a configured one, or the model's name
 	// on a route with the deployment in the path), rather than passing on
 	// whatever the client's body says.

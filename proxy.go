@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"sync/atomic"
@@ -150,7 +151,8 @@ func (h *proxyHandler) refuse(w http.ResponseWriter, r *http.Request, outcome *r
 //  3. admit (ratelimit.go): the named client's limits
 //  4. readBody (body.go): the body, within the limit
 //  5. findRequestModel (body.go): the model the request names, and
-//     checkModelAllowed (clients.go): whether its client may call it
+//     checkClientCall (clients.go): whether its client may make the call;
+//     reserve (ratelimit.go): its prompt's estimate against the token limits
 //  6. planCall (this file): the candidates, or the model as a deployment
 //  7. ReverseProxy: stripClientHeaders, then backendTransport
 //     (failover.go) tries candidates with attempts built in upstream.go,
@@ -178,6 +180,9 @@ func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outco
 		outcome.client = who
 	}
 	if rt.answeredByProxy() {
+		if outcome.client != nil && outcome.client.limits.any() {
+			maps.Copy(w.Header(), h.state.clients.peek(outcome.client, h.now()))
+		}
 		return nil, nil, h.serveModels(w, table, rt, who)
 	}
 	if e := h.admit(w.Header(), outcome); e != nil {
@@ -203,15 +208,21 @@ func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outco
 		return nil, body, e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
-	if e := checkModelAllowed(who, rt, r.Method, model.name); e != nil {
+	outcome.generating = r.Method == http.MethodPost && (rt.kind == routeDeployment || rt.kind == routeEngine || len(model.name) > 0)
+	_, multipart := isMultipart(r.Header.Get("Content-Type"))
+	outcome.jsonBody = len(data) > 0 && !multipart
+	if e := checkClientCall(who, rt, r.Method, model.name); e != nil {
+		return nil, body, e
+	}
+	if e := h.reserve(w.Header(), outcome); e != nil {
 		return nil, body, e
 	}
 	call, e = planCall(table, rt, model, key, ephemeral, body, outcome)
 	if e != nil {
 		return nil, body, e
 	}
-	if outcome.client != nil && outcome.client.limits.countsTokens() && rt.kind == routeDeployment && rt.op == "chat/completions" {
-		call.usageSplices = streamUsageSplices(data)
+	if e := askStreamUsage(call, data); e != nil {
+		return nil, body, e
 	}
 	outcome.configured = call.model != nil
 	outcome.deploymentChosen = call.model != nil || call.deployment != ""

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -133,7 +134,10 @@ func TestTokensPerMinuteRefusesOnceSpent(t *testing.T) {
 	fake := newFakeAzure(t, fakeTLS, usageAnswer(500, 160))
 	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"tokens_per_minute": 600}`), clientsEnv, fake)
 	resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o)
-	if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Remaining-Tokens") != "600" || resp.Header.Get("X-Ratelimit-Limit-Tokens") != "600" {
+	// The answer's headers count the prompt's estimate (a token every four
+	// bytes of the body), reserved while the request runs.
+	if want := strconv.FormatInt(600-promptEstimate(len(chat4o)), 10); resp.StatusCode != 200 ||
+		resp.Header.Get("X-Ratelimit-Remaining-Tokens") != want || resp.Header.Get("X-Ratelimit-Limit-Tokens") != "600" {
 		t.Fatalf("first request: %d %s, headers %v", resp.StatusCode, body, resp.Header)
 	}
 	// It crossed the line (660 of 600) and finished; the next is refused
@@ -264,7 +268,8 @@ func TestReloadKeepsClientCounters(t *testing.T) {
 		t.Fatalf("reload refused:\n%s", p.logs)
 	}
 	resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o)
-	if resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Remaining-Requests") != "0" || resp.Header.Get("X-Ratelimit-Remaining-Tokens") != "800" {
+	if want := strconv.FormatInt(800-promptEstimate(len(chat4o)), 10); resp.StatusCode != 200 ||
+		resp.Header.Get("X-Ratelimit-Remaining-Requests") != "0" || resp.Header.Get("X-Ratelimit-Remaining-Tokens") != want {
 		t.Errorf("after the reload, the two requests before it still count: %d %s %v", resp.StatusCode, body, resp.Header)
 	}
 	if resp, _ := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 429 {
@@ -322,5 +327,108 @@ func TestBadKeysLeaveMemoryFlat(t *testing.T) {
 	}
 	if len(fake.all()) != 0 {
 		t.Error("a bad key reached Azure")
+	}
+}
+
+// A limit a reload adds starts from nothing, and a lowered one holds at most
+// its new line: heavy use before either locks no one out for long.
+func TestReloadedLimitsStartFair(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, usageAnswer(4000, 1000))
+	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"requests_per_minute": 1000}`), clientsEnv, fake)
+	for range 50 { // 250,000 tokens with no token limit
+		if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	reload := func(limits string) {
+		t.Helper()
+		config := strings.ReplaceAll(fmt.Sprintf(clientsConfig, limits), "{A}", fake.URL)
+		if err := os.WriteFile(p.cfg.Routes.source, []byte(config), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if !reloadRoutes(p.cfg, p.state, newLogger("text", p.logs)) {
+			t.Fatalf("reload refused:\n%s", p.logs)
+		}
+	}
+	reload(`{"requests_per_minute": 10}`)
+	// The requests bucket, 50 of a lowered 1000, now holds 10 of 10: a wait
+	// of one request's share of the minute, not of the fifty.
+	resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o)
+	if wait := rateLimited(t, resp, body, "requests", "RPM"); wait != 6*time.Second {
+		t.Errorf("retry-after %v, want 6s", wait)
+	}
+	// A token limit starts from nothing, though 250,000 tokens went before.
+	reload(`{"tokens_per_minute": 10000}`)
+	for i := range 2 {
+		if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
+			t.Fatalf("request %d under a new token limit: %d %s", i+1, resp.StatusCode, body)
+		}
+	}
+	resp, body = p.as(t, searchKey, "/v1/chat/completions", chat4o)
+	// 10,000 of 10,000: until one token drains, 6 ms at 10,000 a minute.
+	if wait := rateLimited(t, resp, body, "tokens", "TPM"); wait != 6*time.Millisecond {
+		t.Errorf("retry-after %v, want 6ms", wait)
+	}
+}
+
+func TestChargedOnlyForWhatRunsAModel(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" { // a stored response, with the usage it had
+			status(200, nil, `{"id":"resp_1","object":"response","usage":{"input_tokens":500,"output_tokens":200}}`)(w, r)
+			return
+		}
+		if strings.Contains(string(readAllBody(r)), "slow") {
+			time.Sleep(300 * time.Millisecond) // the client gives up first
+		}
+		usageAnswer(9, 2)(w, r)
+	})
+	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"tokens_per_minute": 100000}`), clientsEnv, fake)
+	today := func() usageCounts {
+		return p.state.clients.entry(searchClient(p), p.clock.Now()).Today
+	}
+	for range 3 {
+		(&testProxy{URL: p.URL}).do(t, "GET", "/v1/responses/resp_1", http.Header{"Authorization": {"Bearer " + searchKey}}, nil)
+	}
+	if got := today(); got.tokens() != 0 || got.Requests != 3 {
+		t.Errorf("reading a stored response was charged: %+v", got)
+	}
+	// A client that leaves before the answer is charged its prompt's estimate.
+	const slow = `{"model":"gpt-4o","messages":[{"role":"user","content":"slow, please"}]}`
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", p.URL+"/v1/chat/completions", strings.NewReader(slow))
+	req.Header.Set("Authorization", "Bearer "+searchKey)
+	req.Header.Set("Content-Type", "application/json")
+	if _, err := http.DefaultClient.Do(req); err == nil {
+		t.Fatal("the request finished before the client gave up")
+	}
+	waitUntil(t, func() bool { return today().tokens() > 0 }, "the charge of the abandoned request")
+	if got := today(); got.PromptTokens != promptEstimate(len(slow)) || got.CompletionTokens != 0 {
+		t.Errorf("abandoned request charged %+v, want %d prompt tokens", got, promptEstimate(len(slow)))
+	}
+	// The models list is answered by the proxy and counts nothing, but says where the client stands.
+	resp, _ := (&testProxy{URL: p.URL}).do(t, "GET", "/v1/models", http.Header{"Authorization": {"Bearer " + searchKey}}, nil)
+	if resp.Header.Get("X-Ratelimit-Limit-Tokens") != "100000" {
+		t.Errorf("/v1/models headers: %v", resp.Header)
+	}
+}
+
+func TestStreamUsageAskedOnEveryChatRoute(t *testing.T) {
+	fake := fakeStreamingAzure(t)
+	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"tokens_per_minute": 100000}`), clientsEnv, fake)
+	resp, body := p.as(t, searchKey, "/v1/engines/gpt-4o/chat/completions", `{"stream":true,"messages":[]}`)
+	if want := strings.TrimPrefix(azurePlainStream, azureFirstChunk); resp.StatusCode != 200 || string(body) != want {
+		t.Errorf("engines route: %d %s", resp.StatusCode, body)
+	}
+	if sent := string(fake.only(t).Body); !strings.Contains(sent, `"stream_options":{"include_usage":true}`) {
+		t.Errorf("engines route: Azure got %s", sent)
+	}
+	if got := p.state.clients.entry(searchClient(p), p.clock.Now()).Today; got.PromptTokens != 9 {
+		t.Errorf("engines route stream charged %+v", got)
+	}
+	// A body whose stream options the proxy cannot edit would go uncounted: refused.
+	resp, body = p.as(t, searchKey, "/v1/chat/completions", `{"model":"gpt-4o","stream":true,"Stream":true}`)
+	if _, _, param, code := openAIError(t, body); resp.StatusCode != 400 || code == nil || *code != "invalid_json" || param == nil || *param != "stream" {
+		t.Errorf("two stream keys: %d %s", resp.StatusCode, body)
 	}
 }

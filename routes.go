@@ -279,11 +279,13 @@ func resolvePath(escapedPath string) (route, *apiError) {
 	if rt, ok := deploymentRoute(rest); ok {
 		return rt, nil
 	}
-	switch segments[0] {
-	case "deployments", "openai":
-		// Azure's own paths: the deployment would be the client's choice.
+	if first := strings.ToLower(segments[0]); first == "deployments" || first == "openai" || first == "v1" {
+		// Azure's own paths, in any case (/v1/v1/… would reach Azure's v1
+		// API as a passthrough): the deployment would be the client's choice.
 		return route{}, newAPIError(http.StatusNotFound, typeInvalidRequest, "unknown_url", "",
 			"Unknown request URL: "+shownPath(escapedPath)+". The proxy serves OpenAI's paths: send POST /v1/chat/completions with the model in the body, not Azure's /deployments/… path.")
+	}
+	switch segments[0] {
 	case "models":
 		if len(segments) == 1 {
 			return route{kind: routeModelList}, nil

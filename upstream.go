@@ -200,7 +200,9 @@ func withParam(rawQuery, pair string) string {
 func realtimeQuery(rt route, b *backend, deployment string, preview bool) string {
 	q := url.Values{}
 	for k, v := range rt.query {
-		if k != "model" {
+		// The proxy names the deployment: the client's model or deployment,
+		// in any case, does not reach Azure.
+		if !strings.EqualFold(k, "model") && !strings.EqualFold(k, "deployment") {
 			q[k] = v
 		}
 	}

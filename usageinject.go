@@ -16,45 +16,63 @@ import (
 // backend on an older dated api-version is not asked, and its streams are
 // charged by estimate (chargedUsage).
 
+// askStreamUsage plans, for a chat call of a client with token limits, the
+// edits that ask Azure for its stream's usage. A body whose stream options
+// the proxy cannot edit (a key given twice) is refused: passed as it is, its
+// stream would go uncounted.
+func askStreamUsage(call *upstreamCall, body []byte) *apiError {
+	c := call.outcome.client
+	if c == nil || !c.limits.countsTokens() || call.route.op != "chat/completions" ||
+		call.route.kind != routeDeployment && call.route.kind != routeEngine || len(body) == 0 {
+		return nil
+	}
+	splices, err := streamUsageSplices(body)
+	if dup, ok := err.(*duplicateKeyError); ok {
+		return badRequest("invalid_json", dup.key, "The JSON body "+dup.Error()+" (keys are matched in any case).")
+	}
+	call.usageSplices = splices
+	return nil
+}
+
 // streamUsageSplices returns the edits that make a chat body ask for its
-// stream's usage: nil when it is not a stream, asks already, or is in a shape
-// the proxy does not edit (a key given twice, a value of another type).
-func streamUsageSplices(body []byte) []bodySplice {
+// stream's usage: nil when it is not a stream, asks already, or holds stream
+// options of another type (Azure answers those itself).
+func streamUsageSplices(body []byte) ([]bodySplice, error) {
 	stream, err := findMember(body, "stream")
 	if err != nil || !stream.found || string(body[stream.start:stream.end]) != "true" {
-		return nil
+		return nil, err
 	}
 	opts, err := findMember(body, "stream_options")
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	switch {
 	case !opts.found:
 		open := bytes.IndexByte(body, '{') + 1 // the body is an object with members: stream is one
-		return []bodySplice{{open, open, []byte(`"stream_options":{"include_usage":true},`)}}
+		return []bodySplice{{open, open, []byte(`"stream_options":{"include_usage":true},`)}}, nil
 	case string(body[opts.start:opts.end]) == "null":
-		return []bodySplice{{opts.start, opts.end, []byte(`{"include_usage":true}`)}}
+		return []bodySplice{{opts.start, opts.end, []byte(`{"include_usage":true}`)}}, nil
 	case body[opts.start] != '{':
-		return nil
+		return nil, nil
 	}
 	object := body[opts.start:opts.end]
 	include, err := findMember(object, "include_usage")
 	switch {
 	case err != nil:
-		return nil
+		return nil, err
 	case !include.found:
 		at := opts.start + 1
 		with := `"include_usage":true,`
 		if len(bytes.TrimSpace(object[1:len(object)-1])) == 0 {
 			with = `"include_usage":true`
 		}
-		return []bodySplice{{at, at, []byte(with)}}
+		return []bodySplice{{at, at, []byte(with)}}, nil
 	}
 	switch value := string(object[include.start:include.end]); value {
 	case "false", "null":
-		return []bodySplice{{opts.start + include.start, opts.start + include.end, []byte("true")}}
+		return []bodySplice{{opts.start + include.start, opts.start + include.end, []byte("true")}}, nil
 	}
-	return nil // true: the client asked itself; anything else: Azure answers it
+	return nil, nil // true: the client asked itself; anything else: Azure answers it
 }
 
 // asksStreamUsage reports whether an attempt at b asks Azure for usage the

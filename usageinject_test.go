@@ -31,10 +31,12 @@ func TestStreamUsageSplices(t *testing.T) {
 		{`{"stream":true,"stream_options":{"include_usage":true}}`, ""},
 		// Shapes the proxy does not edit: Azure answers them.
 		{`{"stream":true,"stream_options":[1]}`, ""},
-		{`{"stream":true,"stream_options":{},"Stream_Options":{}}`, ""},
 		{`{"stream":true,"stream_options":{"include_usage":1}}`, ""},
 	} {
-		splices := streamUsageSplices([]byte(tc.body))
+		splices, err := streamUsageSplices([]byte(tc.body))
+		if err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+		}
 		if tc.want == "" {
 			if splices != nil {
 				t.Errorf("%s: edited to %s, want no edit", tc.body, applySplices(tc.body, splices))
@@ -47,6 +49,20 @@ func TestStreamUsageSplices(t *testing.T) {
 		}
 		if !json.Valid([]byte(got)) {
 			t.Errorf("%s: edited body %s is not JSON", tc.body, got)
+		}
+	}
+}
+
+// A key given twice is an error: the caller refuses the body rather than
+// let a stream go uncounted.
+func TestStreamUsageSplicesRefuseRepeatedKeys(t *testing.T) {
+	for _, body := range []string{
+		`{"stream":true,"Stream":true}`,
+		`{"stream":true,"stream_options":{},"Stream_Options":{}}`,
+		`{"stream":true,"stream_options":{"include_usage":false,"INCLUDE_USAGE":true}}`,
+	} {
+		if splices, err := streamUsageSplices([]byte(body)); err == nil {
+			t.Errorf("%s: no error (splices %v)", body, splices)
 		}
 	}
 }
