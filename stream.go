@@ -153,37 +153,10 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 			}
 			break
 		}
-		read, err := f.src.Read(f.split.spare())
-		f.split.commit(read)
-		f.err = err
-		for {
-			event, ok := f.split.next(err != nil)
-			if !ok {
-				break
-			}
-			keep, used := inspectEvent(event)
-			if used != nil && f.usage != nil {
-				*f.usage = *used
-			}
-			if !keep && f.drop {
-				continue
-			}
-			if f.hideUsage {
-				var drop bool
-				if event, drop = hideAskedUsage(event, &f.scratch); drop {
-					continue
-				}
-			}
-			if f.events != nil {
-				*f.events++
-			}
-			// Kept events go straight to the caller's buffer; only what
-			// does not fit waits (the splitter reuses its buffer).
-			if len(f.out) == 0 && len(event) <= len(p)-n {
-				n += copy(p[n:], event)
-			} else {
-				f.out = append(f.out, event...)
-			}
+		if f.split.pending() == 0 && len(p) >= minDirectRead {
+			n = f.readDirect(p)
+		} else {
+			n = f.readSplit(p)
 		}
 		if f.split.pending() > f.maxEvent && f.err == nil {
 			f.raw = true
@@ -201,6 +174,85 @@ func (f *eventFilter) Read(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// minDirectRead is the least room in the caller's buffer that readDirect uses.
+const minDirectRead = 512
+
+// readDirect reads into the caller's buffer and filters the events there,
+// moving each kept one down over what was dropped: with no event unfinished
+// from an earlier read (the usual case for a paced stream, an event a read),
+// nothing is copied and the splitter holds no buffer. What the read leaves
+// unfinished goes to the splitter. It returns the bytes kept in p.
+func (f *eventFilter) readDirect(p []byte) int {
+	read, err := f.src.Read(p)
+	f.err = err
+	view := sseSplitter{mem: p[:read], end: read}
+	kept := 0
+	for {
+		event, ok := view.next(err != nil)
+		if !ok {
+			break
+		}
+		// A kept event only moves down (it can only shrink), so it never
+		// overwrites the bytes still to be split.
+		if event, keep := f.pass(event); keep {
+			kept += copy(p[kept:], event)
+		}
+	}
+	if rest := p[view.start:read]; len(rest) > 0 {
+		f.split.write(rest)
+	}
+	return kept
+}
+
+// readSplit reads into the splitter's buffer, which holds an event that
+// began in an earlier read, and passes each event it completes into p (what
+// does not fit waits in f.out). It returns the bytes put in p.
+func (f *eventFilter) readSplit(p []byte) int {
+	read, err := f.src.Read(f.split.spare())
+	f.split.commit(read)
+	f.err = err
+	n := 0
+	for {
+		event, ok := f.split.next(err != nil)
+		if !ok {
+			break
+		}
+		event, keep := f.pass(event)
+		if !keep {
+			continue
+		}
+		// Kept events go straight to the caller's buffer; only what does
+		// not fit waits (the splitter reuses its buffer).
+		if len(f.out) == 0 && len(event) <= len(p)-n {
+			n += copy(p[n:], event)
+		} else {
+			f.out = append(f.out, event...)
+		}
+	}
+	return n
+}
+
+// pass decides on one event: whether the client gets it, and as what.
+func (f *eventFilter) pass(event []byte) ([]byte, bool) {
+	keep, used := inspectEvent(event)
+	if used != nil && f.usage != nil {
+		*f.usage = *used
+	}
+	if !keep && f.drop {
+		return nil, false
+	}
+	if f.hideUsage {
+		var drop bool
+		if event, drop = hideAskedUsage(event, &f.scratch); drop {
+			return nil, false
+		}
+	}
+	if f.events != nil {
+		*f.events++
+	}
+	return event, true
 }
 
 func (f *eventFilter) Close() error { return f.src.Close() }

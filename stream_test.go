@@ -178,6 +178,18 @@ func FuzzSSESplitter(f *testing.F) {
 		if !bytes.Equal(a, b) {
 			t.Fatalf("filtered output depends on read boundaries")
 		}
+		// Filtering in the caller's buffer (readDirect) and in the
+		// splitter's (readSplit, for buffers under minDirectRead) agree,
+		// with the usage the proxy asked for hidden too.
+		for _, hide := range []bool{false, true} {
+			direct := newEventFilter(io.NopCloser(bytes.NewReader(data)), true, nil, 1<<20, nil)
+			split := newEventFilter(io.NopCloser(io.MultiReader(readers(pieces)...)), true, nil, 1<<20, nil)
+			direct.hideUsage, split.hideUsage = hide, hide
+			got, want := readInPieces(direct, 4096), readInPieces(split, minDirectRead-1)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("hide %v: in the caller's buffer %q\nin the splitter's %q", hide, got, want)
+			}
+		}
 		// With a small cap the filter gives up on a long event and passes
 		// the rest as it comes: what it dropped before is what the
 		// uncapped filter drops too, and no byte is lost or added after.
@@ -187,6 +199,19 @@ func FuzzSSESplitter(f *testing.F) {
 			t.Fatalf("the capped filter lost or changed bytes:\n in %q\nout %q", data, capped)
 		}
 	})
+}
+
+// readInPieces reads r to its end size bytes at a time.
+func readInPieces(r io.Reader, size int) []byte {
+	var out []byte
+	buf := make([]byte, size)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if err != nil {
+			return out
+		}
+	}
 }
 
 func readers(pieces [][]byte) []io.Reader {
