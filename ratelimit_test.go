@@ -73,6 +73,20 @@ func rateLimited(t *testing.T, resp *http.Response, body []byte, errType, limit 
 	return time.Duration(ms) * time.Millisecond
 }
 
+// refusedUntil checks that team-search is refused until wait has passed:
+// still a step before it, and admitted at it.
+func (p *clockedProxy) refusedUntil(t *testing.T, wait, step time.Duration) {
+	t.Helper()
+	p.clock.Advance(wait - step)
+	if resp, _ := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 429 {
+		t.Errorf("%v before the window frees: %d, want 429", step, resp.StatusCode)
+	}
+	p.clock.Advance(step)
+	if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
+		t.Errorf("once the window freed: %d %s, want 200", resp.StatusCode, body)
+	}
+}
+
 func TestRequestsPerMinuteRefusesAtTheLine(t *testing.T) {
 	fake := newFakeAzure(t, fakeTLS, usageAnswer(1, 1))
 	p := startClocked(t, fmt.Sprintf(clientsConfig, `{"requests_per_minute": 3}`), clientsEnv, fake)
@@ -102,14 +116,7 @@ func TestRequestsPerMinuteRefusesAtTheLine(t *testing.T) {
 	if n := len(fake.all()); n != 3 {
 		t.Errorf("Azure saw %d requests, want 3: the refused one must not reach it", n)
 	}
-	p.clock.Advance(wait - time.Millisecond)
-	if resp, _ := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 429 {
-		t.Errorf("a millisecond before retry-after: %d, want 429", resp.StatusCode)
-	}
-	p.clock.Advance(time.Millisecond)
-	if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
-		t.Errorf("at retry-after: %d %s, want 200", resp.StatusCode, body)
-	}
+	p.refusedUntil(t, wait, time.Millisecond)
 	// Another client has its own (no) limits.
 	if resp, _ := p.as(t, batchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 || resp.Header.Get("X-Ratelimit-Limit-Requests") != "" {
 		t.Errorf("batch-jobs: %d, limit header %q", resp.StatusCode, resp.Header.Get("X-Ratelimit-Limit-Requests"))
@@ -149,14 +156,7 @@ func TestTokensPerMinuteRefusesOnceSpent(t *testing.T) {
 	if got := resp.Header.Get("X-Ratelimit-Remaining-Tokens"); got != "0" {
 		t.Errorf("remaining-tokens %q, want 0", got)
 	}
-	p.clock.Advance(6100*time.Millisecond - time.Millisecond)
-	if resp, _ := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 429 {
-		t.Errorf("before a token was free: %d, want 429", resp.StatusCode)
-	}
-	p.clock.Advance(time.Millisecond)
-	if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
-		t.Errorf("once the window freed: %d %s", resp.StatusCode, body)
-	}
+	p.refusedUntil(t, 6100*time.Millisecond, time.Millisecond)
 }
 
 func TestTokensPerDayUntilMidnightUTC(t *testing.T) {
@@ -177,14 +177,7 @@ func TestTokensPerDayUntilMidnightUTC(t *testing.T) {
 		resp.Header.Get("X-Ratelimit-Reset-Tokens") != "12h0m0s" {
 		t.Errorf("token headers %v", resp.Header)
 	}
-	p.clock.Advance(12*time.Hour - time.Second)
-	if resp, _ := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 429 {
-		t.Errorf("23:59:59: %d, want 429", resp.StatusCode)
-	}
-	p.clock.Advance(time.Second)
-	if resp, body := p.as(t, searchKey, "/v1/chat/completions", chat4o); resp.StatusCode != 200 {
-		t.Errorf("a new day: %d %s", resp.StatusCode, body)
-	}
+	p.refusedUntil(t, 12*time.Hour, time.Second) // 23:59:59 refused, midnight a new day
 }
 
 func TestModelAllowList(t *testing.T) {
