@@ -309,15 +309,7 @@ func TestFilterSmallBuffers(t *testing.T) {
 	for _, size := range []int{1, 7, 100, 4096} {
 		for _, chunk := range []int{1, 13, 1000, 1 << 20} {
 			f := newEventFilter(io.NopCloser(&eventReader{data: []byte(in), size: chunk}), true, nil, 1<<20, nil)
-			var got []byte
-			buf := make([]byte, size)
-			for {
-				n, err := f.Read(buf)
-				got = append(got, buf[:n]...)
-				if err != nil {
-					break
-				}
-			}
+			got := readInPieces(f, size)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("buffer %d, reads of %d: %d bytes, want %d", size, chunk, len(got), len(want))
 			}
