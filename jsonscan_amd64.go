@@ -7,17 +7,17 @@ package main
 // It is detected at run time so that default (GOAMD64=v1) builds use it.
 var cpuHasAVX2 = detectAVX2()
 
-// scanPlain is scanPlainGeneric, 32 or 64 bytes a step with AVX2 when the
+// scanPlain is scanPlainGeneric, 64 bytes a step with AVX2 when the
 // CPU has it and b holds a full block (which the AVX2 version needs, so that
 // it never reads outside b).
 func scanPlain(b []byte) (n int, escaped bool) {
-	if cpuHasAVX2 && len(b) >= 32 {
+	if cpuHasAVX2 && len(b) >= 64 {
 		return scanPlainAVX2(b)
 	}
 	return scanPlainGeneric(b)
 }
 
-// scanPlainAVX2 is scanPlainGeneric for len(b) >= 32, on a CPU with AVX2.
+// scanPlainAVX2 is scanPlainGeneric for len(b) >= 64, on a CPU with AVX2.
 //
 //go:noescape
 func scanPlainAVX2(b []byte) (n int, escaped bool)

@@ -2,131 +2,179 @@
 
 #include "textflag.h"
 
-// CLASSIFY sets each byte of dst to 0xff where the byte of src is '"' (Y0),
-// '\\' (Y1) or at most 0x1f (Y2: min(c, 0x1f) == c), else to 0; t is scratch.
-#define CLASSIFY(src, dst, t) \
-	VPCMPEQB Y0, src, dst; \
-	VPCMPEQB Y1, src, t; \
-	VPOR     t, dst, dst; \
-	VPMINUB  Y2, src, t; \
-	VPCMPEQB src, t, t; \
-	VPOR     t, dst, dst
-
-// Bit sets of the bytes that may follow a backslash in a two-byte escape:
-// '"' and '/' (below 64), and '\\' 'b' 'f' 'n' 'r' 't' (64 to 127, less 64).
-#define ESCAPES_LO $0x0000800400000000
-#define ESCAPES_HI $0x0014404410000000
-
-// The bytes CLASSIFY compares with: '"', '\\' and 0x1f.
+// The bytes the scan compares with: '"', '\\', 0x1f (the highest control
+// byte) and 0x0f (a nibble).
 DATA scanconst<>+0(SB)/1, $0x22
 DATA scanconst<>+1(SB)/1, $0x5c
 DATA scanconst<>+2(SB)/1, $0x1f
+DATA scanconst<>+3(SB)/1, $0x0f
 GLOBL scanconst<>(SB), RODATA|NOPTR, $4
+
+// A byte is one that may follow a backslash in a two-byte escape
+// (" / \ b f n r t) when the bits looked up by its low nibble and by its high
+// nibble share one: 1 stands for high nibble 2, 2 for 5, 4 for 6, 8 for 7.
+DATA escapelo<>+0(SB)/8, $0x00040008000d0000
+DATA escapelo<>+8(SB)/8, $0x0104000200000000
+GLOBL escapelo<>(SB), RODATA|NOPTR, $16
+DATA escapehi<>+0(SB)/8, $0x0804020000010000
+DATA escapehi<>+8(SB)/8, $0x0000000000000000
+GLOBL escapehi<>(SB), RODATA|NOPTR, $16
+
+// CLASSIFY sets the bytes of qc to 0xff where src's byte is '"' or at most
+// 0x1f (min(c, 0x1f) == c), and those of bs where it is '\\'; t is scratch.
+#define CLASSIFY(src, qc, bs, t) \
+	VPCMPEQB Y0, src, qc; \
+	VPMINUB  Y2, src, t; \
+	VPCMPEQB src, t, t; \
+	VPOR     t, qc, qc; \
+	VPCMPEQB Y1, src, bs
+
+// NOTSIMPLE sets the bytes of dst to 0xff where src's byte may not follow a
+// backslash in a two-byte escape (VPSHUFB yields 0 for a byte >= 0x80).
+#define NOTSIMPLE(src, dst, t) \
+	VPSHUFB  src, Y13, t; \
+	VPSRLW   $4, src, dst; \
+	VPAND    Y15, dst, dst; \
+	VPSHUFB  dst, Y14, dst; \
+	VPAND    t, dst, dst; \
+	VPXOR    t, t, t; \
+	VPCMPEQB t, dst, dst
+
+// MASK64 packs the byte masks of two 32-byte halves into a 64-bit mask.
+#define MASK64(lo, hi, dst, t) \
+	VPMOVMSKB lo, dst; \
+	VPMOVMSKB hi, t; \
+	SHLQ      $32, t; \
+	ORQ       t, dst
 
 // func scanPlainAVX2(b []byte) (n int, escaped bool)
 //
-// Registers: SI b's base, DX len(b), DI j (the bytes before it are consumed),
-// R8 escaped. A block mask in BX has bit p set when byte R9+p is special;
-// R10 is the end of the bytes the mask covers.
+// b is scanned 64 bytes a block. For a block with special bytes, 64-bit masks
+// (bit p for byte DI+p) of quotes and control bytes (AX), backslashes (BX)
+// and bytes that may not be escaped (R11) give, without a branch a byte, the
+// escaped bytes (as simdjson finds them), and from those the first byte where
+// the scan stops. Registers: SI b's base, DX len(b), DI the block's start,
+// R8 the escaped bytes seen (non-zero: escaped), R9 1 when the block's first
+// byte is escaped by a backslash ending the block before.
 TEXT ·scanPlainAVX2(SB), NOSPLIT, $0-33
-	MOVQ b_base+0(FP), SI
-	MOVQ b_len+8(FP), DX
-	// VEX-encoded loads only: a legacy SSE instruction (MOVQ AX, X0) can
-	// pay an SSE/AVX transition penalty of hundreds of cycles a call.
-	VPBROADCASTB scanconst<>+0(SB), Y0
-	VPBROADCASTB scanconst<>+1(SB), Y1
-	VPBROADCASTB scanconst<>+2(SB), Y2
-	XORL DI, DI
-	XORL R8, R8
+	MOVQ           b_base+0(FP), SI
+	MOVQ           b_len+8(FP), DX
+	VPBROADCASTB   scanconst<>+0(SB), Y0
+	VPBROADCASTB   scanconst<>+1(SB), Y1
+	VPBROADCASTB   scanconst<>+2(SB), Y2
+	VBROADCASTI128 escapelo<>(SB), Y13
+	VBROADCASTI128 escapehi<>(SB), Y14
+	VPBROADCASTB   scanconst<>+3(SB), Y15
+	XORL           DI, DI
+	XORL           R8, R8
+	XORL           R9, R9
 
-blocks:
-	// 64 bytes a step while they are plain: the long-run loop.
-	LEAQ 64(DI), AX
-	CMPQ AX, DX
-	JHI  tail
-	VMOVDQU (SI)(DI*1), Y3
-	VMOVDQU 32(SI)(DI*1), Y5
-	CLASSIFY(Y3, Y4, Y7)
-	CLASSIFY(Y5, Y6, Y8)
-	VPOR    Y4, Y6, Y9
-	VPTEST  Y9, Y9
-	JNZ     found64
-	ADDQ    $64, DI
-	JMP     blocks
+loop:
+	LEAQ     64(DI), AX
+	CMPQ     AX, DX
+	JHI      tail
+	VMOVDQU  (SI)(DI*1), Y3
+	VMOVDQU  32(SI)(DI*1), Y4
+	CLASSIFY(Y3, Y5, Y6, Y9)
+	CLASSIFY(Y4, Y7, Y8, Y10)
+	VPOR     Y5, Y6, Y11
+	VPOR     Y7, Y8, Y12
+	VPOR     Y11, Y12, Y11
+	VPTEST   Y11, Y11
+	JNZ      block
+	TESTQ    R9, R9
+	JNZ      block
+	ADDQ     $64, DI
+	JMP      loop
 
-found64:
-	VPMOVMSKB Y4, BX
-	VPMOVMSKB Y6, CX
-	SHLQ      $32, CX
-	ORQ       CX, BX
-	MOVQ      DI, R9
-	LEAQ      64(DI), R10
-	JMP       next
+block:
+	MASK64(Y5, Y7, AX, CX)
+	MASK64(Y6, Y8, BX, CX)
+	XORL     R11, R11
+	MOVQ     BX, CX
+	ORQ      R9, CX
+	JZ       resolve // nothing escaped in the block
+	NOTSIMPLE(Y3, Y9, Y10)
+	NOTSIMPLE(Y4, Y11, Y12)
+	MASK64(Y9, Y11, R11, CX)
+	JMP      resolve
 
 tail:
-	// Under 64 bytes left: one block, the last 32 bytes of b when fewer
-	// than 32 are left from j (len(b) >= 32, so it starts inside b), with
-	// the bits of bytes before j cleared.
-	CMPQ    DI, DX
-	JAE     done
-	LEAQ    -32(DX), R9
-	CMPQ    DI, R9
-	CMOVQLT DI, R9
-	VMOVDQU (SI)(R9*1), Y3
-	CLASSIFY(Y3, Y4, Y7)
-	VPMOVMSKB Y4, BX
-	MOVQ    DI, CX
-	SUBQ    R9, CX
-	SHRQ    CX, BX
-	SHLQ    CX, BX
-	LEAQ    32(R9), R10
+	// Under 64 bytes left (len(b) >= 64): the block is b's last 64 bytes,
+	// its masks shifted to start at DI. Bytes past b's end may not be
+	// escaped: a backslash ending b stops the scan.
+	CMPQ     DI, DX
+	JAE      end
+	LEAQ     -64(DX), R12
+	VMOVDQU  (SI)(R12*1), Y3
+	VMOVDQU  32(SI)(R12*1), Y4
+	CLASSIFY(Y3, Y5, Y6, Y9)
+	CLASSIFY(Y4, Y7, Y8, Y10)
+	MASK64(Y5, Y7, AX, CX)
+	MASK64(Y6, Y8, BX, CX)
+	NOTSIMPLE(Y3, Y9, Y10)
+	NOTSIMPLE(Y4, Y11, Y12)
+	MASK64(Y9, Y11, R11, CX)
+	MOVQ     DI, CX
+	SUBQ     R12, CX
+	SHRQ     CX, AX
+	SHRQ     CX, BX
+	NOTQ     R11
+	SHRQ     CX, R11
+	NOTQ     R11
 
-next:
-	// Take the special bytes of the mask in order; a two-byte escape is
-	// consumed here, anything else ends the scan.
-	TESTQ   BX, BX
-	JNZ     special
-	CMPQ    DI, R10
-	CMOVQLT R10, DI
-	JMP     blocks
-
-special:
-	BSFQ    BX, CX
-	LEAQ    (R9)(CX*1), AX
-	MOVBLZX (SI)(AX*1), R11
-	CMPL    R11, $0x5c
-	JNE     stop
-	LEAQ    1(AX), R11
-	CMPQ    R11, DX
-	JAE     stop
-	MOVBLZX (SI)(R11*1), R11
-	CMPL    R11, $0x80
-	JAE     stop
-	MOVQ    ESCAPES_LO, R12
-	MOVQ    ESCAPES_HI, R13
-	CMPL    R11, $0x40
-	CMOVQCC R13, R12
-	BTQ     R11, R12
-	JCC     stop
-	MOVL    $1, R8
-	LEAQ    2(AX), DI
-	// Clear the backslash's bit and the escaped byte's (a bit number of
-	// 64 is taken mod 64: bit 0, already clear).
-	LEAQ    -1(BX), R11
-	ANDQ    R11, BX
-	INCQ    CX
-	BTRQ    CX, BX
-	JMP     next
+resolve:
+	// R13: the escaped bytes; R12: the escaping backslashes. A run of
+	// backslashes escapes the byte after it when its length is odd: the
+	// subtraction turns each run into its parity.
+	MOVQ     R9, CX
+	NOTQ     CX
+	ANDQ     BX, CX
+	LEAQ     (CX)(CX*1), R12
+	MOVQ     $0xaaaaaaaaaaaaaaaa, R10
+	ORQ      R10, R12
+	SUBQ     CX, R12
+	XORQ     R10, R12
+	MOVQ     BX, R13
+	ORQ      R9, R13
+	XORQ     R12, R13
+	ANDQ     BX, R12
+	SHRQ     $63, R12
+	MOVQ     R12, R9
+	// Stop at the first quote or control byte not escaped, or at the
+	// backslash before an escaped byte that may not be (R11).
+	ANDQ     R13, R11
+	MOVQ     R13, CX
+	NOTQ     CX
+	ANDQ     CX, AX
+	ORQ      R11, AX
+	JNZ      stop
+	ORQ      R13, R8
+	ADDQ     $64, DI
+	JMP      loop
 
 stop:
-	MOVQ AX, DI
+	BSFQ     AX, CX
+	MOVL     $1, R12
+	SHLQ     CX, R12
+	DECQ     R12
+	ANDQ     R13, R12
+	ORQ      R12, R8
+	BTQ      CX, R11
+	LEAQ     (DI)(CX*1), DI
+	SBBQ     $0, DI
+	JMP      done
+
+end:
+	MOVQ     DX, DI
+	SUBQ     R9, DI
 
 done:
 	VZEROUPPER
-	MOVQ DI, n+24(FP)
-	MOVB R8, escaped+32(FP)
+	MOVQ     DI, n+24(FP)
+	TESTQ    R8, R8
+	SETNE    escaped+32(FP)
 	RET
-
 // func cpuid(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32)
 TEXT ·cpuid(SB), NOSPLIT, $0-24
 	MOVL leaf+0(FP), AX
