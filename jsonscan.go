@@ -221,15 +221,19 @@ func (s *jsonScanner) consume(c byte) bool {
 	return false
 }
 
-func (s *jsonScanner) skipSpace() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
+func (s *jsonScanner) skipSpace() { s.pos = spaceEnd(s.data, s.pos) }
+
+// spaceEnd returns the offset of the first byte from data[i] that is not
+// JSON whitespace (or len(data)).
+func spaceEnd(data []byte, i int) int {
+	for i < len(data) {
+		// Most often the next byte is no space at all: one comparison.
+		if c := data[i]; c > ' ' || c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return i
 		}
+		i++
 	}
+	return i
 }
 
 func (s *jsonScanner) atEnd() error {
@@ -241,14 +245,28 @@ func (s *jsonScanner) atEnd() error {
 }
 
 // skipString moves past the string literal at s.pos, validating it, and
-// reports whether it holds escapes. Most strings (keys, roles, short values)
-// end within two words: those are checked here with SWAR, at no call's cost.
-// The rest go to scanPlain, which skips plain bytes and two-byte escapes (with
-// SIMD where the CPU has it) and stops at a quote, a control character or a
-// backslash it leaves to escapeLen (a \u escape, an invalid one, the end).
+// reports whether it holds escapes.
 func (s *jsonScanner) skipString() (escaped bool, err error) {
+	end, escaped, err := s.stringEnd(s.pos)
+	if err == nil {
+		s.pos = end
+	}
+	return escaped, err
+}
+
+// stringEnd returns the offset just past the string literal at data[i],
+// validating it, and whether it holds escapes; an error sets s.pos. Offsets
+// go in and out in registers: the hot loops keep theirs out of s.pos, whose
+// every update through memory costs a store-to-load round trip.
+//
+// Most strings (keys, roles, short values) end within two words: those are
+// checked here with SWAR, at no call's cost. The rest go to scanPlain, which
+// skips plain bytes and two-byte escapes (with SIMD where the CPU has it) and
+// stops at a quote, a control character or a backslash it leaves to
+// escapeLen (a \u escape, an invalid one, the end of the data).
+func (s *jsonScanner) stringEnd(i int) (end int, escaped bool, err error) {
 	data := s.data
-	i := s.pos + 1
+	i++
 	for range 2 {
 		if i+8 > len(data) {
 			break
@@ -257,8 +275,7 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 			// The lowest flagged byte is the first special one (a borrow can
 			// only flag bytes above a true match, never below it).
 			if i += bits.TrailingZeros64(m) / 8; data[i] == '"' {
-				s.pos = i + 1
-				return false, nil
+				return i + 1, false, nil
 			}
 			break
 		}
@@ -270,22 +287,21 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 		i += n
 		if i >= len(data) {
 			s.pos = len(data)
-			return escaped, s.errorf("unterminated string")
+			return 0, escaped, s.errorf("unterminated string")
 		}
 		switch data[i] {
 		case '"':
-			s.pos = i + 1
-			return escaped, nil
+			return i + 1, escaped, nil
 		case '\\':
 			escaped = true
 			n, err := s.escapeLen(i)
 			if err != nil {
-				return escaped, err
+				return 0, escaped, err
 			}
 			i += n
 		default:
 			s.pos = i
-			return escaped, s.errorf("control character in string")
+			return 0, escaped, s.errorf("control character in string")
 		}
 	}
 }
@@ -346,42 +362,58 @@ func (s *jsonScanner) skipValue(depth int) error {
 	return s.errorf("expected a JSON value")
 }
 
+// skipContainer moves past the object or array at s.pos. Its offset stays in
+// a local (see stringEnd), s.pos set only around calls and for errors.
 func (s *jsonScanner) skipContainer(depth int) error {
+	data := s.data
+	pos := s.pos
 	closing := byte(']')
-	isObject := s.data[s.pos] == '{'
+	isObject := data[pos] == '{'
 	if isObject {
 		closing = '}'
 	}
-	s.pos++
-	s.skipSpace()
-	if s.consume(closing) {
+	if pos = spaceEnd(data, pos+1); pos < len(data) && data[pos] == closing {
+		s.pos = pos + 1
 		return nil
 	}
+	var err error
 	for {
-		s.skipSpace()
+		pos = spaceEnd(data, pos)
 		if isObject {
-			if s.peek() != '"' {
+			if pos >= len(data) || data[pos] != '"' {
+				s.pos = pos
 				return s.errorf("expected a string key")
 			}
-			if _, err := s.skipString(); err != nil {
+			if pos, _, err = s.stringEnd(pos); err != nil {
 				return err
 			}
-			s.skipSpace()
-			if !s.consume(':') {
+			if pos = spaceEnd(data, pos); pos >= len(data) || data[pos] != ':' {
+				s.pos = pos
 				return s.errorf("expected ':' after object key")
 			}
-			s.skipSpace()
+			pos = spaceEnd(data, pos+1)
 		}
-		if err := s.skipValue(depth + 1); err != nil {
-			return err
+		// Most values are strings: skipped without skipValue's call.
+		if pos < len(data) && data[pos] == '"' {
+			if pos, _, err = s.stringEnd(pos); err != nil {
+				return err
+			}
+		} else {
+			s.pos = pos
+			if err := s.skipValue(depth + 1); err != nil {
+				return err
+			}
+			pos = s.pos
 		}
-		s.skipSpace()
-		if s.consume(',') {
+		if pos = spaceEnd(data, pos); pos < len(data) && data[pos] == ',' {
+			pos++
 			continue
 		}
-		if s.consume(closing) {
+		if pos < len(data) && data[pos] == closing {
+			s.pos = pos + 1
 			return nil
 		}
+		s.pos = pos
 		return s.errorf("expected ',' or '" + string(closing) + "'")
 	}
 }
