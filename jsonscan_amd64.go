@@ -3,24 +3,17 @@
 package main
 
 // cpuHasAVX2 is read-only configuration, set once at init: whether this CPU
-// (and the OS, which must save the YMM registers) can run scanPlainAVX2.
-// It is detected at run time so that default (GOAMD64=v1) builds use it.
+// (and the OS, which must save the YMM registers) can run scanPlain's AVX2
+// loop. It is detected at run time so that default (GOAMD64=v1) builds use it.
 var cpuHasAVX2 = detectAVX2()
 
-// scanPlain is scanPlainGeneric, 64 bytes a step with AVX2 when the
-// CPU has it and b holds a full block (which the AVX2 version needs, so that
-// it never reads outside b).
-func scanPlain(b []byte) (n int, escaped bool) {
-	if cpuHasAVX2 && len(b) >= 64 {
-		return scanPlainAVX2(b)
-	}
-	return scanPlainGeneric(b)
-}
-
-// scanPlainAVX2 is scanPlainGeneric for len(b) >= 64, on a CPU with AVX2.
+// scanPlain is scanPlainGeneric, 64 bytes a step with AVX2 when the CPU has
+// it and b holds a full block (which the AVX2 version needs, so that it never
+// reads outside b). It is assembly, dispatch included, so that it costs one
+// call.
 //
 //go:noescape
-func scanPlainAVX2(b []byte) (n int, escaped bool)
+func scanPlain(b []byte) (n int, escaped bool)
 
 // cpuid and xgetbv0 are the instructions, for detectAVX2.
 func cpuid(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32)

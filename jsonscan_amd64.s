@@ -47,18 +47,23 @@ GLOBL escapehi<>(SB), RODATA|NOPTR, $16
 	SHLQ      $32, t; \
 	ORQ       t, dst
 
-// func scanPlainAVX2(b []byte) (n int, escaped bool)
+// func scanPlain(b []byte) (n int, escaped bool)
 //
-// b is scanned 64 bytes a block. For a block with special bytes, 64-bit masks
+// With AVX2 and len(b) >= 64, b is scanned 64 bytes a block; else this is a
+// tail call of scanPlainGeneric. For a block with special bytes, 64-bit masks
 // (bit p for byte DI+p) of quotes and control bytes (AX), backslashes (BX)
 // and bytes that may not be escaped (R11) give, without a branch a byte, the
 // escaped bytes (as simdjson finds them), and from those the first byte where
 // the scan stops. Registers: SI b's base, DX len(b), DI the block's start,
 // R8 the escaped bytes seen (non-zero: escaped), R9 1 when the block's first
 // byte is escaped by a backslash ending the block before.
-TEXT ·scanPlainAVX2(SB), NOSPLIT, $0-33
+TEXT ·scanPlain(SB), NOSPLIT, $0-33
 	MOVQ           b_base+0(FP), SI
 	MOVQ           b_len+8(FP), DX
+	CMPB           ·cpuHasAVX2(SB), $0
+	JEQ            generic
+	CMPQ           DX, $64
+	JB             generic
 	VPBROADCASTB   scanconst<>+0(SB), Y0
 	VPBROADCASTB   scanconst<>+1(SB), Y1
 	VPBROADCASTB   scanconst<>+2(SB), Y2
@@ -175,6 +180,9 @@ done:
 	TESTQ    R8, R8
 	SETNE    escaped+32(FP)
 	RET
+
+generic:
+	JMP ·scanPlainGeneric(SB)
 // func cpuid(leaf, subleaf uint32) (eax, ebx, ecx, edx uint32)
 TEXT ·cpuid(SB), NOSPLIT, $0-24
 	MOVL leaf+0(FP), AX
