@@ -10,13 +10,14 @@ DATA scanconst<>+2(SB)/1, $0x1f
 DATA scanconst<>+3(SB)/1, $0x0f
 GLOBL scanconst<>(SB), RODATA|NOPTR, $4
 
-// A byte is one that may follow a backslash in a two-byte escape
-// (" / \ b f n r t) when the bits looked up by its low nibble and by its high
-// nibble share one: 1 stands for high nibble 2, 2 for 5, 4 for 6, 8 for 7.
-DATA escapelo<>+0(SB)/8, $0x00040008000d0000
-DATA escapelo<>+8(SB)/8, $0x0104000200000000
+// A byte's class is the AND of the bits looked up by its low nibble and by
+// its high nibble. Bits 0-3: it may follow a backslash in a two-byte escape
+// (" / \ b f n r t; 1 stands for high nibble 2, 2 for 5, 4 for 6, 8 for 7);
+// bit 4: 'u'; bits 5 and 6: a hex digit (0-9; A-F and a-f).
+DATA escapelo<>+0(SB)/8, $0x20647068606d6020
+DATA escapelo<>+8(SB)/8, $0x0104000200002020
 GLOBL escapelo<>(SB), RODATA|NOPTR, $16
-DATA escapehi<>+0(SB)/8, $0x0804020000010000
+DATA escapehi<>+0(SB)/8, $0x1844024020010000
 DATA escapehi<>+8(SB)/8, $0x0000000000000000
 GLOBL escapehi<>(SB), RODATA|NOPTR, $16
 
@@ -29,16 +30,18 @@ GLOBL escapehi<>(SB), RODATA|NOPTR, $16
 	VPOR     t, qc, qc; \
 	VPCMPEQB Y1, src, bs
 
-// NOTSIMPLE sets the bytes of dst to 0xff where src's byte may not follow a
-// backslash in a two-byte escape (VPSHUFB yields 0 for a byte >= 0x80).
-#define NOTSIMPLE(src, dst, t) \
+// CLASSES sets the bytes of dst to the classes of src's (VPSHUFB yields 0
+// for a byte >= 0x80) and those of ns to 0xff where the byte may not follow
+// a backslash in a two-byte escape; t is scratch.
+#define CLASSES(src, dst, ns, t) \
 	VPSHUFB  src, Y13, t; \
 	VPSRLW   $4, src, dst; \
 	VPAND    Y15, dst, dst; \
 	VPSHUFB  dst, Y14, dst; \
 	VPAND    t, dst, dst; \
+	VPAND    Y15, dst, ns; \
 	VPXOR    t, t, t; \
-	VPCMPEQB t, dst, dst
+	VPCMPEQB t, ns, ns
 
 // MASK64 packs the byte masks of two 32-byte halves into a 64-bit mask.
 #define MASK64(lo, hi, dst, t) \
@@ -99,9 +102,9 @@ block:
 	MOVQ     BX, CX
 	ORQ      R9, CX
 	JZ       resolve // nothing escaped in the block
-	NOTSIMPLE(Y3, Y9, Y10)
-	NOTSIMPLE(Y4, Y11, Y12)
-	MASK64(Y9, Y11, R11, CX)
+	CLASSES(Y3, Y9, Y5, Y10)
+	CLASSES(Y4, Y11, Y7, Y12)
+	MASK64(Y5, Y7, R11, CX)
 	JMP      resolve
 
 tail:
@@ -117,9 +120,9 @@ tail:
 	CLASSIFY(Y4, Y7, Y8, Y10)
 	MASK64(Y5, Y7, AX, CX)
 	MASK64(Y6, Y8, BX, CX)
-	NOTSIMPLE(Y3, Y9, Y10)
-	NOTSIMPLE(Y4, Y11, Y12)
-	MASK64(Y9, Y11, R11, CX)
+	CLASSES(Y3, Y9, Y5, Y10)
+	CLASSES(Y4, Y11, Y7, Y12)
+	MASK64(Y5, Y7, R11, CX)
 	MOVQ     DI, CX
 	SUBQ     R12, CX
 	SHRQ     CX, AX
@@ -147,8 +150,12 @@ resolve:
 	SHRQ     $63, R12
 	MOVQ     R12, R9
 	// Stop at the first quote or control byte not escaped, or at the
-	// backslash before an escaped byte that may not be (R11).
+	// backslash before an escaped byte that may not be (R11): not one of a
+	// two-byte escape, nor a 'u' with four hex digits in the block.
 	ANDQ     R13, R11
+	JNZ      uescape
+
+stops:
 	MOVQ     R13, CX
 	NOTQ     CX
 	ANDQ     CX, AX
@@ -166,9 +173,53 @@ stop:
 	ANDQ     R13, R12
 	ORQ      R12, R8
 	BTQ      CX, R11
-	LEAQ     (DI)(CX*1), DI
-	SBBQ     $0, DI
+	JCS      badescape
+	ADDQ     CX, DI
 	JMP      done
+
+badescape:
+	// The scan stops at the backslash, unless the escape might be a \u
+	// whose digits run past the block: then it restarts there, the escape
+	// now whole in the block (a restart at the block's start stops).
+	LEAQ     -1(DI)(CX*1), DI
+	CMPQ     CX, $2
+	JB       done
+	XORL     R9, R9
+	JMP      loop
+
+uescape:
+	// The class vectors are in Y9 and Y11. R10: the 'u' bytes; R12: the
+	// hex digits; both shifted as the other masks are in the tail block
+	// (by DI+64-len(b) when positive).
+	VPSLLW   $3, Y9, Y5
+	VPSLLW   $3, Y11, Y6
+	MASK64(Y5, Y6, R10, CX)
+	VPSLLW   $1, Y9, Y5
+	VPSLLW   $2, Y9, Y6
+	VPOR     Y5, Y6, Y5
+	VPSLLW   $1, Y11, Y6
+	VPSLLW   $2, Y11, Y7
+	VPOR     Y6, Y7, Y6
+	MASK64(Y5, Y6, R12, CX)
+	LEAQ     64(DI), CX
+	SUBQ     DX, CX
+	XORL     BX, BX
+	CMPQ     CX, BX
+	CMOVQLT  BX, CX
+	SHRQ     CX, R10
+	SHRQ     CX, R12
+	// A 'u' is a \u escape's when the four bytes after it are hex digits.
+	SHRQ     $1, R12
+	ANDQ     R12, R10
+	SHRQ     $1, R12
+	ANDQ     R12, R10
+	SHRQ     $1, R12
+	ANDQ     R12, R10
+	SHRQ     $1, R12
+	ANDQ     R12, R10
+	NOTQ     R10
+	ANDQ     R10, R11
+	JMP      stops
 
 end:
 	MOVQ     DX, DI

@@ -3,21 +3,35 @@ package main
 import (
 	"bytes"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
 // scanPlainRef is scanPlainGeneric's definition, a byte at a time.
 func scanPlainRef(b []byte) (n int, escaped bool) {
 	for i := 0; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '\\' && i+1 < len(b) && isSimpleEscape(b[i+1]):
+		c := b[i]
+		switch {
+		case c == '\\' && i+1 < len(b) && strings.IndexByte(`"\/bfnrt`, b[i+1]) >= 0:
 			escaped = true
 			i++
+		case c == '\\' && i+5 < len(b) && b[i+1] == 'u' && hexRef(b[i+2:i+6]):
+			escaped = true
+			i += 5
 		case c == '"' || c == '\\' || c < 0x20:
 			return i, escaped
 		}
 	}
 	return len(b), escaped
+}
+
+func hexRef(b []byte) bool {
+	for _, c := range b {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", rune(c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkScanPlain compares scanPlain (the SIMD version, where there is one and
@@ -34,7 +48,7 @@ func checkScanPlain(t *testing.T, b []byte) {
 }
 
 // stoppers are what can end or continue a run, each placed at every offset.
-var stoppers = []string{`"`, `\`, `\n`, `\"`, `\\`, `\/`, `\u00e9`, `\x`, `\` + "\x00", "\x00", "\x1f", "\n",
+var stoppers = []string{`"`, `\`, `\n`, `\"`, `\\`, `\/`, `\u00e9`, `\uABcd`, `\u00g9`, `\u12`, `\u"`, `\u\`, `\x`, `\u`, `\U0041`, `\` + "\x00", "\x00", "\x1f", "\n",
 	" ", "\x7f", "\xff", "\xc3\xa9", "/", "\\\\\"", `\\\`}
 
 // TestScanPlainEveryOffset: each stopper at every offset of runs 0 to 200
@@ -64,7 +78,7 @@ func TestScanPlainEveryOffset(t *testing.T) {
 // stopper at every later offset: escapes whose escaped byte falls in the next
 // block, several in one block's mask, a quote just after one.
 func TestScanPlainTwoStoppers(t *testing.T) {
-	for _, esc := range []string{`\n`, `\\`, `\"`} {
+	for _, esc := range []string{`\n`, `\\`, `\"`, `\u00e9`} {
 		for _, stop := range stoppers {
 			for p := 0; p+len(esc) <= 130; p++ {
 				for q := p + len(esc); q+len(stop) <= 130; q++ {

@@ -10,28 +10,40 @@ import (
 // the one the SIMD version is tested against. It is built on every platform.
 
 // scanPlainGeneric returns the length of the prefix of b made of plain string
-// bytes and two-byte escapes (\" \\ \/ \b \f \n \r \t), and whether that
-// prefix holds an escape. b[n] (when n < len(b)) is a quote, a control
-// character, or a backslash that does not start a two-byte escape inside b.
+// bytes and escapes (two-byte ones, and \u with four hex digits), and whether
+// that prefix holds an escape. b[n] (when n < len(b)) is a quote, a control
+// character, or a backslash that does not start a valid escape inside b.
 func scanPlainGeneric(b []byte) (n int, escaped bool) {
 	i := 0
 	for {
 		i += specialIndexGeneric(b[i:])
-		if i+1 >= len(b) || b[i] != '\\' || !isSimpleEscape(b[i+1]) {
+		if i >= len(b) || b[i] != '\\' {
+			return i, escaped
+		}
+		n := plainEscapeLen(b[i:])
+		if n == 0 {
 			return i, escaped
 		}
 		escaped = true
-		i += 2
+		i += n
 	}
 }
 
-// isSimpleEscape reports whether c follows a backslash in a two-byte escape.
-func isSimpleEscape(c byte) bool {
-	switch c {
-	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		return true
+// plainEscapeLen returns the length of the valid escape at the start of b
+// (which starts with a backslash), or 0 if there is none inside b.
+func plainEscapeLen(b []byte) int {
+	if len(b) < 2 {
+		return 0
 	}
-	return false
+	switch b[1] {
+	case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+		return 2
+	case 'u':
+		if len(b) >= 6 && isHex(b[2]) && isHex(b[3]) && isHex(b[4]) && isHex(b[5]) {
+			return 6
+		}
+	}
+	return 0
 }
 
 // specialIndexGeneric returns the index of the first byte of b that is '"',
