@@ -261,9 +261,10 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 //
 // Most strings (keys, roles, short values) end within two words: those are
 // checked here with SWAR, at no call's cost. The rest go to scanPlain, which
-// skips plain bytes and two-byte escapes (with SIMD where the CPU has it) and
+// skips plain bytes and valid escapes (with SIMD where the CPU has it) and
 // stops at a quote, a control character or a backslash it leaves to
-// escapeLen (a \u escape, an invalid one, the end of the data).
+// escapeLen (an invalid escape, or one cut by the end of the data: escapeLen
+// has the error to report).
 func (s *jsonScanner) stringEnd(i int) (end int, escaped bool, err error) {
 	data := s.data
 	i++
