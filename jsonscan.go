@@ -221,15 +221,19 @@ func (s *jsonScanner) consume(c byte) bool {
 	return false
 }
 
-func (s *jsonScanner) skipSpace() {
-	for s.pos < len(s.data) {
-		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
-			s.pos++
-		default:
-			return
+func (s *jsonScanner) skipSpace() { s.pos = spaceEnd(s.data, s.pos) }
+
+// spaceEnd returns the offset of the first byte from data[i] that is not
+// JSON whitespace (or len(data)).
+func spaceEnd(data []byte, i int) int {
+	for i < len(data) {
+		// Most often the next byte is no space at all: one comparison.
+		if c := data[i]; c > ' ' || c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			return i
 		}
+		i++
 	}
+	return i
 }
 
 func (s *jsonScanner) atEnd() error {
@@ -241,167 +245,66 @@ func (s *jsonScanner) atEnd() error {
 }
 
 // skipString moves past the string literal at s.pos, validating it, and
-// reports whether it holds escapes. Short runs of plain bytes (chat text,
-// with an escape every few dozen bytes) are skipped eight at a time, the first
-// special byte of a word located from its mask; a run longer than
-// shortRunLimit (a base64 image, a long document) switches to
-// bytes.IndexByte, which runs at memory speed, and then checks the run for
-// escapes and control characters.
+// reports whether it holds escapes.
 func (s *jsonScanner) skipString() (escaped bool, err error) {
+	end, escaped, err := s.stringEnd(s.pos)
+	if err == nil {
+		s.pos = end
+	}
+	return escaped, err
+}
+
+// stringEnd returns the offset just past the string literal at data[i],
+// validating it, and whether it holds escapes; an error sets s.pos. Offsets
+// go in and out in registers: the hot loops keep theirs out of s.pos, whose
+// every update through memory costs a store-to-load round trip.
+//
+// Most strings (keys, roles, short values) end within two words: those are
+// checked here with SWAR, at no call's cost. The rest go to scanPlain, which
+// skips plain bytes and valid escapes (with SIMD where the CPU has it) and
+// stops at a quote, a control character or a backslash it leaves to
+// escapeLen (an invalid escape, or one cut by the end of the data: escapeLen
+// has the error to report).
+func (s *jsonScanner) stringEnd(i int) (end int, escaped bool, err error) {
 	data := s.data
-	i := s.pos + 1
-	for {
-		runStart := i
-		for i+8 <= len(data) {
-			mask := specialMask(binary.LittleEndian.Uint64(data[i:]))
-			if mask == 0 && i+16 <= len(data) {
-				// Two words a step while the run is plain.
-				if next := specialMask(binary.LittleEndian.Uint64(data[i+8:])); next == 0 {
-					i += 16
-					if i-runStart >= shortRunLimit {
-						break
-					}
-					continue
-				} else {
-					i, mask = i+8, next
-				}
-			}
-			if mask == 0 {
-				i += 8
-				continue
-			}
+	i++
+	for range 2 {
+		if i+8 > len(data) {
+			break
+		}
+		if m := specialMask(binary.LittleEndian.Uint64(data[i:])); m != 0 {
 			// The lowest flagged byte is the first special one (a borrow can
 			// only flag bytes above a true match, never below it).
-			i += bits.TrailingZeros64(mask) / 8
-			switch data[i] {
-			case '"':
-				s.pos = i + 1
-				return escaped, nil
-			case '\\':
-				escaped = true
-				n, err := s.escapeLen(i)
-				if err != nil {
-					return escaped, err
-				}
-				i += n
-				runStart = i
-				continue
-			default:
-				s.pos = i
-				return escaped, s.errorf("control character in string")
+			if i += bits.TrailingZeros64(m) / 8; data[i] == '"' {
+				return i + 1, false, nil
 			}
+			break
 		}
-		if i+8 > len(data) {
-			return s.skipStringTail(i, escaped)
-		}
-		// A long run: find its end at memory speed.
-		end, isQuote, err := s.longRun(i)
-		if err != nil {
-			return escaped, err
-		}
-		if isQuote {
-			s.pos = end + 1
-			return escaped, nil
-		}
-		escaped = true
-		n, err := s.escapeLen(end)
-		if err != nil {
-			return escaped, err
-		}
-		i = end + n
+		i += 8
 	}
-}
-
-// longRun finds where a long run of string bytes from data[i] ends: at a
-// quote or a backslash, the other bytes checked for control characters. It
-// searches a window at a time, each twice the last: a backslash search never
-// reads past the next backslash, and past the closing quote by at most the
-// run's own length (or 256 bytes), so no input makes the scan quadratic.
-func (s *jsonScanner) longRun(i int) (end int, isQuote bool, err error) {
-	data := s.data
-	for window := 256; ; window = min(2*window, 1<<20) {
-		w := data[i:min(len(data), i+window)]
-		span := w
-		b := bytes.IndexByte(w, '\\')
-		if b >= 0 {
-			span = w[:b]
-		}
-		q := bytes.IndexByte(span, '"')
-		if q >= 0 {
-			span = span[:q]
-		}
-		if c := firstControl(span); c >= 0 {
-			s.pos = i + c
-			return 0, false, s.errorf("control character in string")
-		}
-		switch {
-		case q >= 0:
-			return i + q, true, nil
-		case b >= 0:
-			return i + b, false, nil
-		case i+len(w) == len(data):
+	for {
+		n, esc := scanPlain(data[i:])
+		escaped = escaped || esc
+		i += n
+		if i >= len(data) {
 			s.pos = len(data)
-			return 0, false, s.errorf("unterminated string")
+			return 0, escaped, s.errorf("unterminated string")
 		}
-		i += len(w)
-	}
-}
-
-// shortRunLimit is how many plain string bytes the word-at-a-time loop
-// skips before handing the run to bytes.IndexByte.
-const shortRunLimit = 64
-
-// skipStringTail finishes a string byte by byte from data[i], near the end of the body.
-func (s *jsonScanner) skipStringTail(i int, escaped bool) (bool, error) {
-	data := s.data
-	for i < len(data) {
-		switch c := data[i]; {
-		case c == '"':
-			s.pos = i + 1
-			return escaped, nil
-		case c == '\\':
+		switch data[i] {
+		case '"':
+			return i + 1, escaped, nil
+		case '\\':
 			escaped = true
 			n, err := s.escapeLen(i)
 			if err != nil {
-				return escaped, err
+				return 0, escaped, err
 			}
 			i += n
-		case c < 0x20:
-			s.pos = i
-			return escaped, s.errorf("control character in string")
 		default:
-			i++
+			s.pos = i
+			return 0, escaped, s.errorf("control character in string")
 		}
 	}
-	s.pos = len(data)
-	return escaped, s.errorf("unterminated string")
-}
-
-// firstControl returns the index of the first byte of b below 0x20 (which a
-// JSON string may not hold raw), or -1. It tests 32 bytes a step.
-func firstControl(b []byte) int {
-	i := 0
-	for ; i+32 <= len(b); i += 32 {
-		w0 := binary.LittleEndian.Uint64(b[i:])
-		w1 := binary.LittleEndian.Uint64(b[i+8:])
-		w2 := binary.LittleEndian.Uint64(b[i+16:])
-		w3 := binary.LittleEndian.Uint64(b[i+24:])
-		if ((w0-lowBits*0x20)&^w0|(w1-lowBits*0x20)&^w1|(w2-lowBits*0x20)&^w2|(w3-lowBits*0x20)&^w3)&highBits != 0 {
-			break
-		}
-	}
-	for ; i+8 <= len(b); i += 8 {
-		w := binary.LittleEndian.Uint64(b[i:])
-		if m := (w - lowBits*0x20) &^ w & highBits; m != 0 {
-			return i + bits.TrailingZeros64(m)/8
-		}
-	}
-	for ; i < len(b); i++ {
-		if b[i] < 0x20 {
-			return i
-		}
-	}
-	return -1
 }
 
 // escapeLen validates the escape sequence at data[i] ('\\') and returns its length.
@@ -429,21 +332,6 @@ func (s *jsonScanner) escapeLen(i int) (int, error) {
 	}
 	s.pos = i
 	return 0, s.errorf("invalid escape in string")
-}
-
-const (
-	lowBits  = 0x0101010101010101
-	highBits = 0x8080808080808080
-)
-
-// specialMask flags (with its high bit) each byte of w that is '"', '\\' or a
-// control character (< 0x20): the bytes that end a run of plain string bytes.
-// (v-lowBits)&^v&highBits is non-zero exactly when some byte of v is zero;
-// (w-lowBits*n)&^w&highBits, when some byte of w is below n.
-func specialMask(w uint64) uint64 {
-	quote := w ^ (lowBits * '"')
-	backslash := w ^ (lowBits * '\\')
-	return ((quote-lowBits)&^quote | (backslash-lowBits)&^backslash | (w-lowBits*0x20)&^w) & highBits
 }
 
 func isHex(c byte) bool {
@@ -475,42 +363,58 @@ func (s *jsonScanner) skipValue(depth int) error {
 	return s.errorf("expected a JSON value")
 }
 
+// skipContainer moves past the object or array at s.pos. Its offset stays in
+// a local (see stringEnd), s.pos set only around calls and for errors.
 func (s *jsonScanner) skipContainer(depth int) error {
+	data := s.data
+	pos := s.pos
 	closing := byte(']')
-	isObject := s.data[s.pos] == '{'
+	isObject := data[pos] == '{'
 	if isObject {
 		closing = '}'
 	}
-	s.pos++
-	s.skipSpace()
-	if s.consume(closing) {
+	if pos = spaceEnd(data, pos+1); pos < len(data) && data[pos] == closing {
+		s.pos = pos + 1
 		return nil
 	}
+	var err error
 	for {
-		s.skipSpace()
+		pos = spaceEnd(data, pos)
 		if isObject {
-			if s.peek() != '"' {
+			if pos >= len(data) || data[pos] != '"' {
+				s.pos = pos
 				return s.errorf("expected a string key")
 			}
-			if _, err := s.skipString(); err != nil {
+			if pos, _, err = s.stringEnd(pos); err != nil {
 				return err
 			}
-			s.skipSpace()
-			if !s.consume(':') {
+			if pos = spaceEnd(data, pos); pos >= len(data) || data[pos] != ':' {
+				s.pos = pos
 				return s.errorf("expected ':' after object key")
 			}
-			s.skipSpace()
+			pos = spaceEnd(data, pos+1)
 		}
-		if err := s.skipValue(depth + 1); err != nil {
-			return err
+		// Most values are strings: skipped without skipValue's call.
+		if pos < len(data) && data[pos] == '"' {
+			if pos, _, err = s.stringEnd(pos); err != nil {
+				return err
+			}
+		} else {
+			s.pos = pos
+			if err := s.skipValue(depth + 1); err != nil {
+				return err
+			}
+			pos = s.pos
 		}
-		s.skipSpace()
-		if s.consume(',') {
+		if pos = spaceEnd(data, pos); pos < len(data) && data[pos] == ',' {
+			pos++
 			continue
 		}
-		if s.consume(closing) {
+		if pos < len(data) && data[pos] == closing {
+			s.pos = pos + 1
 			return nil
 		}
+		s.pos = pos
 		return s.errorf("expected ',' or '" + string(closing) + "'")
 	}
 }

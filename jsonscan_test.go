@@ -137,6 +137,11 @@ func FuzzFindModel(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkAgainstOracle(t, data)
+		// The SIMD string scan and the pure-Go one, from each of the first
+		// 64 offsets (every alignment of a block).
+		for i := 0; i < len(data) && i < 64; i++ {
+			checkScanPlain(t, data[i:])
+		}
 	})
 }
 
