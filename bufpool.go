@@ -58,7 +58,7 @@ func (p *bodyPool) put(b []byte) {
 
 // readAll reads r whole into a pooled buffer that grows through the classes
 // as bytes arrive, never past max: a client that announces a large body and
-// sends little holds little (at most firstBodyBuffer, or four times what it
+// sends little holds little (at most firstBodyBuffer, or eight times what it
 // sent). max is the declared length (declared), or the limit; a body of
 // unknown length starts at the smallest class.
 func (p *bodyPool) readAll(r io.Reader, max int64, declared bool) ([]byte, error) {
@@ -86,7 +86,11 @@ func (p *bodyPool) readAll(r io.Reader, max int64, declared bool) ([]byte, error
 				}
 				continue
 			}
-			bigger := p.get(int(min(4*int64(cap(buf)), max))) // four times: few copies of a large body
+			next := min(4*int64(cap(buf)), max) // four times: few copies of a large body
+			if max < 2*next {
+				next = max // the rest fits in one more step: a body just over a class is not copied twice
+			}
+			bigger := p.get(int(next))
 			copy(bigger, buf)
 			p.put(buf)
 			buf = bigger[:len(buf)]
