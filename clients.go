@@ -196,12 +196,14 @@ func keysFileLine(line string) (name, key string) {
 // model (files, uploads, vector stores, containers, conversations, cancels).
 // A client with token limits may not open websockets or mint realtime keys:
 // those sessions' tokens never pass through the proxy as usage it can read.
-func checkClientCall(who *client, rt route, method string, model []byte) *apiError {
+func checkClientCall(who *client, rt route, method string, model, body []byte) *apiError {
 	if who == nil {
 		return nil
 	}
-	if who.limits.countsTokens() && (rt.upgrade || rt.kind == routeRealtime || rt.kind == routePassthrough && isRealtimeOp(rt.opPath)) {
-		return operationNotAllowed(who, "its tokens are limited, and realtime sessions' tokens cannot be counted by the proxy")
+	if who.limits.countsTokens() {
+		if e := checkCountable(who, rt, method, model, body); e != nil {
+			return e
+		}
 	}
 	if who.models == nil {
 		return nil
@@ -222,9 +224,42 @@ func checkClientCall(who *client, rt route, method string, model []byte) *apiErr
 	return operationNotAllowed(who, "it may call only some models, and this request could run one the proxy cannot see")
 }
 
+// checkCountable refuses, for a client with token limits, a call whose tokens
+// would never pass the proxy as usage it reads: websockets and realtime
+// sessions, batches, evals, fine-tuning, background responses (their usage
+// comes later, to whoever reads them) — any POST that runs a model the proxy
+// did not find, and is not one of those that run none.
+func checkCountable(who *client, rt route, method string, model, body []byte) *apiError {
+	why := ""
+	switch {
+	case rt.upgrade || rt.kind == routeRealtime || rt.kind == routePassthrough && isRealtimeOp(rt.opPath):
+		why = "realtime sessions' tokens"
+	case method != http.MethodPost || rt.kind != routePassthrough:
+		return nil
+	case len(model) == 0 && !runsNoModel(rt.opPath):
+		why = "the tokens of a call whose model it does not read (a batch, an eval, fine-tuning)"
+	case strings.EqualFold(rt.opPath, "responses") && isBackgroundResponse(body):
+		why = "a background response's tokens"
+	default:
+		return nil
+	}
+	return operationNotAllowed(who, "its tokens are limited, and "+why+" cannot be counted by the proxy")
+}
+
+// isBackgroundResponse reports whether a JSON body asks for a background
+// response ("background": true).
+func isBackgroundResponse(body []byte) bool {
+	if len(body) == 0 {
+		return false
+	}
+	m, err := findMember(body, "background")
+	return err != nil || m.found && string(body[m.start:m.end]) != "false"
+}
+
 // runsNoModel reports whether a POST to the passthrough operation opPath
 // stores or cancels something without running a model.
 func runsNoModel(opPath string) bool {
+	opPath = strings.ToLower(opPath) // whatever case a gateway may route
 	first, _, _ := strings.Cut(opPath, "/")
 	switch first {
 	case "files", "uploads", "vector_stores", "containers", "conversations":
@@ -238,7 +273,7 @@ func runsNoModel(opPath string) bool {
 // realtime session (client secrets, sessions, WebRTC calls).
 func isRealtimeOp(opPath string) bool {
 	first, _, _ := strings.Cut(opPath, "/")
-	return strings.HasPrefix(first, "realtime")
+	return strings.HasPrefix(strings.ToLower(first), "realtime")
 }
 
 func operationNotAllowed(who *client, why string) *apiError {

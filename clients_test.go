@@ -227,3 +227,33 @@ func TestTokenLimitedClientsKeepToCountableCalls(t *testing.T) {
 		t.Error("a refused session reached Azure")
 	}
 }
+
+// What a token-limited client may not do, in any case of the path: calls
+// whose tokens never pass the proxy as usage it reads.
+func TestTokenLimitedClientsRefusedUncountableCalls(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, usageAnswer(1, 1))
+	p := startClocked(t, strings.Replace(fmt.Sprintf(clientsConfig, `{"tokens_per_day": 100000}`),
+		`"models": ["gpt-4o", "text-embedding-3-small"], `, "", 1), clientsEnv, fake)
+	for _, tc := range []struct {
+		path, body string
+		status     int
+	}{
+		{"/v1/Realtime/client_secrets", `{"session":{"model":"gpt-4o"}}`, 403},
+		{"/v1/REALTIME/sessions", `{"model":"gpt-4o"}`, 403},
+		{"/v1/batches", `{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h"}`, 403},
+		{"/v1/evals/eval_1/runs", `{"data_source":{"model":"gpt-4o"}}`, 403},
+		{"/v1/fine_tuning/jobs", `{"model":"gpt-4o","training_file":"file-1"}`, 403},
+		{"/v1/responses", `{"model":"gpt-4o","input":"x","background":true}`, 403},
+		{"/v1/responses", `{"model":"gpt-4o","input":"x","background":false}`, 200},
+		{"/v1/vector_stores", `{"name":"docs"}`, 200},
+		{"/v1/batches/batch_1/cancel", ``, 200},
+	} {
+		resp, body := p.as(t, searchKey, tc.path, tc.body)
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s: %d %s, want %d", tc.path, tc.body, resp.StatusCode, body, tc.status)
+		}
+	}
+	if got := len(fake.all()); got != 3 {
+		t.Errorf("Azure saw %d requests, want the 3 allowed", got)
+	}
+}

@@ -211,7 +211,7 @@ func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outco
 	outcome.generating = r.Method == http.MethodPost && (rt.kind == routeDeployment || rt.kind == routeEngine || len(model.name) > 0)
 	_, multipart := isMultipart(r.Header.Get("Content-Type"))
 	outcome.jsonBody = len(data) > 0 && !multipart
-	if e := checkClientCall(who, rt, r.Method, model.name); e != nil {
+	if e := checkClientCall(who, rt, r.Method, model.name, data); e != nil {
 		return nil, body, e
 	}
 	if e := h.reserve(w.Header(), outcome); e != nil {
