@@ -194,8 +194,8 @@ func keysFileLine(line string) (name, key string) {
 // that could run a model only when the proxy found the model in it and it is
 // on the list; otherwise only reads, deletes, and the operations that run no
 // model (files, uploads, vector stores, containers, conversations, cancels).
-// A client with token limits may not open websockets or mint realtime keys:
-// those sessions' tokens never pass through the proxy as usage it can read.
+// A client with token limits may make only calls whose tokens the proxy can
+// count (checkCountable).
 func checkClientCall(who *client, rt route, method string, model, body []byte) *apiError {
 	if who == nil {
 		return nil

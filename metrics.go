@@ -104,7 +104,7 @@ func (m *metrics) record(o *requestOutcome) {
 	}
 }
 
-// limited counts a request refused for one of its client's limits.
+// clientLimited counts a request refused for one of its client's limits.
 func (m *metrics) clientLimited(client, limit string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

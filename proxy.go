@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/http/httputil"
 	"sync/atomic"
@@ -176,13 +175,12 @@ func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outco
 	if e != nil {
 		return nil, body, e
 	}
-	if who != nil && who.name != "" {
-		outcome.client = who
+	if who != nil && who.name == "" {
+		who = nil // an unnamed key: no models, limits or usage of its own
 	}
+	outcome.client = who
 	if rt.answeredByProxy() {
-		if outcome.client != nil && outcome.client.limits.any() {
-			maps.Copy(w.Header(), h.state.clients.peek(outcome.client, h.now()))
-		}
+		h.showLimits(w.Header(), who)
 		return nil, nil, h.serveModels(w, table, rt, who)
 	}
 	if e := h.admit(w.Header(), outcome); e != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"strconv"
@@ -307,6 +308,14 @@ func (h *proxyHandler) admit(header http.Header, o *requestOutcome) *apiError {
 	return h.limited(header, rate, o.client, refusal)
 }
 
+// showLimits sets a limited client's rate headers on an answer that counts
+// nothing (the models list, which the proxy answers itself).
+func (h *proxyHandler) showLimits(header http.Header, c *client) {
+	if c != nil && c.limits.any() {
+		maps.Copy(header, h.state.clients.peek(c, h.now()))
+	}
+}
+
 // reserve holds the estimate of a request's prompt against its client's
 // token limits, once its body is read (see chargedUsage).
 func (h *proxyHandler) reserve(header http.Header, o *requestOutcome) *apiError {
@@ -323,9 +332,7 @@ func (h *proxyHandler) reserve(header http.Header, o *requestOutcome) *apiError 
 
 // limited sets a client's rate headers and turns a refusal into its 429.
 func (h *proxyHandler) limited(header, rate http.Header, c *client, refusal *rateRefusal) *apiError {
-	for k, v := range rate {
-		header[k] = v
-	}
+	maps.Copy(header, rate)
 	if refusal == nil {
 		return nil
 	}
