@@ -10,10 +10,10 @@ import (
 // when withMetrics, /metrics, which on the API port (apiPort) needs a client
 // key when client keys are set; and the clients' usage (clientusage.go). It
 // reports whether r was one of them.
-func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, now time.Time, withMetrics, apiPort bool) bool {
+func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *metrics, now func() time.Time, withMetrics, apiPort bool) bool {
 	switch r.URL.Path {
 	case usagePath:
-		serveUsage(w, r, state, now, apiPort)
+		serveUsage(w, r, state, now(), apiPort)
 	case "/healthz":
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	case "/readyz":
@@ -46,7 +46,7 @@ func serveOps(w http.ResponseWriter, r *http.Request, state *serverState, m *met
 // while the API port can stay on loopback.
 func newOpsHandler(state *serverState, m *metrics, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !serveOps(w, r, state, m, now(), true, false) {
+		if !serveOps(w, r, state, m, now, true, false) {
 			http.NotFound(w, r)
 		}
 	})

@@ -85,7 +85,7 @@ func (h *proxyHandler) answeredUnrecorded(w http.ResponseWriter, r *http.Request
 		w.Header().Set("Connection", "close") // the client's next request goes elsewhere, or waits its turn
 	}
 	h.cors.setHeaders(w.Header(), r)
-	if serveOps(w, r, h.state, h.metrics, h.now(), h.cfg.MetricsAddr == "", true) {
+	if serveOps(w, r, h.state, h.metrics, h.cfg.clock, h.cfg.MetricsAddr == "", true) {
 		return true
 	}
 	if overCapacity(r.Context()) {
