@@ -29,7 +29,7 @@ const (
 // has not seen any byte of. Everything it needs was decided by the handler
 // and travels in the request's upstreamCall; upstream.go builds each attempt.
 type backendTransport struct {
-	next          http.RoundTripper
+	next          *headerTimeoutTransport
 	headerTimeout time.Duration // for all of a request's attempts together
 	log           *slog.Logger
 	now           func() time.Time
@@ -40,7 +40,7 @@ type backendTransport struct {
 	coolingUntil map[string]time.Time // candidate cooldownKey → end of its cooldown
 }
 
-func newBackendTransport(next http.RoundTripper, headerTimeout time.Duration, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
+func newBackendTransport(next *headerTimeoutTransport, headerTimeout time.Duration, logger *slog.Logger, now func() time.Time, entra *entraCredential, m *metrics) *backendTransport {
 	if now == nil {
 		now = time.Now
 	}
@@ -54,9 +54,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	var lastAnswer *http.Response // Azure's last answer among the attempts that failed over
 	var lastFailure *upstreamFailure
 	// One wait for response headers, however many attempts share it.
-	ctx := context.WithValue(req.Context(), headerDeadlineKey{}, time.Now().Add(t.headerTimeout))
-	req = req.WithContext(ctx)
-	deadline, _ := ctx.Value(headerDeadlineKey{}).(time.Time)
+	deadline := time.Now().Add(t.headerTimeout)
 	for range call.maxAttempts() {
 		if (lastAnswer != nil || lastFailure != nil) && time.Now().After(deadline) {
 			if lastFailure != nil {
@@ -73,7 +71,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		tried[i] = true
 		c := candidates[i]
-		resp, failure := t.try(req, call, c)
+		resp, failure := t.try(req, call, c, deadline)
 		v := t.judge(call, c, resp, failure)
 		t.metrics.attempt(c.backend.name, v.outcome)
 		if !v.retry {
@@ -114,7 +112,7 @@ func (t *backendTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 
 // try sends one attempt to candidate c and notes it in the request's outcome.
 // A transport error comes back tagged with how far the request got.
-func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidate) (*http.Response, *upstreamFailure) {
+func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidate, deadline time.Time) (*http.Response, *upstreamFailure) {
 	host := c.backend.endpoint.Host
 	var bearer string
 	if c.backend.entra && !call.ephemeral {
@@ -125,8 +123,9 @@ func (t *backendTransport) try(req *http.Request, call *upstreamCall, c candidat
 		bearer = token
 	}
 	var progress attemptProgress
-	out := call.attempt(progress.trace(req.Context()), req, c, bearer)
-	resp, err := t.next.RoundTrip(out)
+	ctx, cancel := context.WithCancelCause(progress.trace(req.Context()))
+	out := call.attempt(ctx, req, c, bearer)
+	resp, err := t.next.send(out, cancel, deadline)
 	o := call.outcome
 	o.attempts++
 	o.backend, o.deployment = c.backend.name, c.deployment
