@@ -268,7 +268,7 @@ func (s *jsonScanner) skipString() (escaped bool, err error) {
 func (s *jsonScanner) stringEnd(i int) (end int, escaped bool, err error) {
 	data := s.data
 	i++
-	for range 2 {
+	for range 4 {
 		if i+8 > len(data) {
 			break
 		}

@@ -124,6 +124,8 @@ type eventFilter struct {
 	hideUsage bool
 	scratch   []byte
 	events    *int // counts the events passed on, when set
+
+	memo chunkMemo // the stream's last chunk, to read the next ones quickly
 }
 
 func newEventFilter(src io.ReadCloser, drop bool, usage *tokenUsage, maxEvent int, overflow func()) *eventFilter {
@@ -236,7 +238,7 @@ func (f *eventFilter) readSplit(p []byte) int {
 
 // pass decides on one event: whether the client gets it, and as what.
 func (f *eventFilter) pass(event []byte) ([]byte, bool) {
-	keep, used := inspectEvent(event)
+	keep, used := inspectEvent(event, &f.memo)
 	if used != nil && f.usage != nil {
 		*f.usage = *used
 	}
@@ -275,7 +277,7 @@ func cutLine(b []byte) (line, rest []byte) {
 // choice holds only content-filter fields (no delta, no text, no
 // finish_reason). Everything else is kept: named events (the Responses API's
 // response.*), comments, [DONE], errors, and the include_usage chunk.
-func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
+func inspectEvent(event []byte, memo *chunkMemo) (keep bool, usage *tokenUsage) {
 	var data []byte
 	lines := 0
 	for len(event) > 0 {
@@ -306,7 +308,7 @@ func inspectEvent(event []byte) (keep bool, usage *tokenUsage) {
 	if lines == 0 || bytes.Equal(bytes.TrimSpace(data), []byte("[DONE]")) {
 		return true, nil
 	}
-	if chunkKeep, chunkUsage, ok := scanChunk(data); ok {
+	if chunkKeep, chunkUsage, ok := memo.scan(data); ok {
 		return keep || chunkKeep, chunkUsage
 	}
 	chunkKeep, chunkUsage := inspectChunkJSON(data)

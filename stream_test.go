@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -45,7 +46,7 @@ func TestInspectEventKeeps(t *testing.T) {
 		{`data: {"id":"","object":"","created":0,"model":"","choices":[{"index":0,"finish_reason":null,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}},"content_filter_raw":[],"content_filter_offsets":{"check_offset":44,"start_offset":44,"end_offset":198}}],"usage":null}` + "\n\n", false},
 	}
 	for _, tc := range cases {
-		if got, _ := inspectEvent([]byte(tc.event)); got != tc.keep {
+		if got, _ := inspectEvent([]byte(tc.event), &chunkMemo{}); got != tc.keep {
 			t.Errorf("inspectEvent(%q) keeps %v, want %v", tc.event, got, tc.keep)
 		}
 	}
@@ -255,8 +256,9 @@ func FuzzScanChunk(f *testing.F) {
 func BenchmarkEventFilter(b *testing.B) {
 	var stream bytes.Buffer
 	stream.WriteString(azureFirstChunk)
-	for range 1000 {
-		stream.WriteString(contentChunk)
+	for i := range 1000 {
+		// Each chunk its own text, as a model's tokens are.
+		stream.WriteString(strings.Replace(contentChunk, `"Hi"`, fmt.Sprintf(`" tok%d"`, i), 1))
 	}
 	stream.WriteString(finishChunk + usageChunk + doneEvent)
 	b.SetBytes(int64(stream.Len()))

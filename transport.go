@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -69,7 +67,7 @@ func (t *headerTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, e
 }
 
 // send sends req, whose context cancel ends, and waits for its response
-// headers until deadline. A caller that builds its own request (each
+// headers until deadline (then cancelling it with errUpstreamTimeout). A caller that builds its own request (each
 // failover attempt) gives it the cancellable context from the start: a
 // request copied for the context alone would stay in memory as long as the
 // answer streams.
@@ -91,29 +89,9 @@ func (t *headerTimeoutTransport) send(req *http.Request, cancel context.CancelCa
 		cancel(nil)
 		return nil, err
 	}
-	// The context must live as long as the body is read.
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	// The context lives on while the body streams, and ends with the
+	// client's request, its parent. Closing the body ends the attempt on
+	// its connection without it; a wrapper to cancel it there too would be
+	// one more layer for every streamed event to pass.
 	return resp, nil
-}
-
-// cancelOnClose ends an attempt's context when its body is closed. It is
-// also an io.Writer, so that ReverseProxy can switch protocols on an
-// upgraded (101) connection, whose body is an io.ReadWriteCloser; any other
-// body refuses writes (ReverseProxy writes only after a 101).
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel func()
-}
-
-func (b *cancelOnClose) Write(p []byte) (int, error) {
-	if w, ok := b.ReadCloser.(io.Writer); ok {
-		return w.Write(p)
-	}
-	return 0, errors.ErrUnsupported
-}
-
-func (b *cancelOnClose) Close() error {
-	err := b.ReadCloser.Close()
-	b.cancel()
-	return err
 }
