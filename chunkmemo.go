@@ -19,6 +19,8 @@ type chunkMemo struct {
 	data   []byte       // the remembered chunk; empty: none
 	tokens []valueToken // its value strings and numbers, in order
 	keep   bool         // scanChunk's answer for it
+	misses int          // chunks in a row the memo did not answer
+	rest   int          // chunks still to read without the memo
 }
 
 // valueToken is where one value string (quotes included) or number is.
@@ -30,15 +32,35 @@ type valueToken struct {
 const (
 	maxMemoChunk  = 4 << 10 // longer chunks are scanned every time
 	maxMemoTokens = 64      // so are chunks with more values (logprobs)
+
+	// A memo that misses costs its comparison and, for the chunk that
+	// replaces it, one more pass: after a few misses in a row (shapes that
+	// alternate), or a chunk it cannot hold (too long, too many values), it
+	// rests a while: chunks are read as if there were no memo.
+	memoMissesBeforeRest = 3
+	memoRest             = 32
 )
+
+// valueToken's offsets must hold any offset in a remembered chunk.
+const _ uint16 = maxMemoChunk
 
 // scan is scanChunk, answered from the memo when data matches it.
 func (m *chunkMemo) scan(data []byte) (keep bool, usage *tokenUsage, ok bool) {
-	if len(m.data) > 0 && m.matches(data) {
-		return m.keep, nil, true
+	if m.rest > 0 {
+		m.rest--
+		return scanChunk(data)
+	}
+	if len(m.data) > 0 {
+		if m.matches(data) {
+			m.misses = 0
+			return m.keep, nil, true
+		}
+		if m.misses++; m.misses == memoMissesBeforeRest {
+			m.misses, m.rest = 0, memoRest
+		}
 	}
 	keep, usage, ok = scanChunk(data)
-	if ok && usage == nil {
+	if ok && usage == nil && m.rest == 0 {
 		m.remember(data, keep)
 	}
 	// Otherwise the memo stays as it was: still true of the chunk it holds.
@@ -49,6 +71,7 @@ func (m *chunkMemo) scan(data []byte) (keep bool, usage *tokenUsage, ok bool) {
 func (m *chunkMemo) remember(data []byte, keep bool) {
 	m.data, m.tokens, m.keep = m.data[:0], m.tokens[:0], keep
 	if len(data) > maxMemoChunk {
+		m.rest = memoRest
 		return
 	}
 	if m.tokens == nil {
@@ -79,7 +102,7 @@ func (m *chunkMemo) remember(data []byte, keep bool) {
 			continue
 		}
 		if len(m.tokens) == maxMemoTokens {
-			m.tokens = m.tokens[:0]
+			m.tokens, m.rest = m.tokens[:0], memoRest
 			return
 		}
 		m.tokens = append(m.tokens, t)

@@ -41,6 +41,7 @@ func TestChunkMemo(t *testing.T) {
 		{"cut short", `{"choices":[{"content_filter_results":{"hate":{"filtered":false,"severity":"low"},"self_harm":{"filtered":false,"severity":"safe"}},"finish_reason":null,"index":3,"logprobs":null}],"created":2,"id":"chatcmpl-AbC","model":"gpt-4o-2024-08-06","object":"chat.completion.chunk","system_fingerprint":"fp_b705f0c291"`, false, true, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			m.misses = 0 // the memo's rest after misses is TestChunkMemoRests'
 			memo := len(m.data) > 0 && m.matches([]byte(tc.chunk))
 			keep, usage, ok := m.scan([]byte(tc.chunk))
 			if !ok {
@@ -57,6 +58,38 @@ func TestChunkMemo(t *testing.T) {
 	}
 }
 
+// After a few misses in a row the memo rests: the next chunks are read in
+// full and not remembered; then it takes up again.
+func TestChunkMemoRests(t *testing.T) {
+	var m chunkMemo
+	content := func(i int) []byte { return []byte(fmt.Sprintf(memoContentChunk, fmt.Sprint(i), i)) }
+	annotation := []byte(`{"choices":[{"content_filter_results":{},"finish_reason":null,"index":0}]}`)
+	m.scan(content(0))
+	for i := range memoMissesBeforeRest { // shapes that alternate
+		if i%2 == 0 {
+			m.scan(annotation)
+		} else {
+			m.scan(content(i))
+		}
+	}
+	if m.rest != memoRest {
+		t.Fatalf("after %d misses the memo rests for %d chunks, want %d", memoMissesBeforeRest, m.rest, memoRest)
+	}
+	remembered := string(m.data)
+	for i := range memoRest {
+		if keep, _, _ := m.scan(content(100 + i)); !keep {
+			t.Fatal("a content chunk dropped while the memo rests")
+		}
+	}
+	if string(m.data) != remembered || m.rest != 0 {
+		t.Fatalf("the memo changed while it rested (rest %d)", m.rest)
+	}
+	m.scan(content(200))
+	if keep, _, _ := m.scan(content(201)); !keep || len(m.data) == 0 || !m.matches(content(202)) {
+		t.Error("the memo did not take up again after its rest")
+	}
+}
+
 // A chunk too long, or with too many values, is read in full every time.
 func TestChunkMemoBounds(t *testing.T) {
 	var m chunkMemo
@@ -67,9 +100,10 @@ func TestChunkMemoBounds(t *testing.T) {
 		}
 	}
 	m.scan([]byte(long))
-	if len(m.data) != 0 {
-		t.Errorf("a %d-byte chunk was remembered", len(long))
+	if len(m.data) != 0 || m.rest != memoRest {
+		t.Errorf("a %d-byte chunk was remembered, or the memo does not rest (%d)", len(long), m.rest)
 	}
+	m.rest = 0
 	many := `{"choices":[{"delta":{"content":"x"},"logprobs":{"content":[`
 	for i := range maxMemoTokens {
 		if i > 0 {
@@ -79,8 +113,8 @@ func TestChunkMemoBounds(t *testing.T) {
 	}
 	many += `]}}]}`
 	m.scan([]byte(many))
-	if len(m.data) != 0 || len(m.tokens) != 0 {
-		t.Errorf("a chunk of %d values was remembered", maxMemoTokens+1)
+	if len(m.data) != 0 || len(m.tokens) != 0 || m.rest != memoRest {
+		t.Errorf("a chunk of %d values was remembered, or the memo does not rest (%d)", maxMemoTokens+1, m.rest)
 	}
 }
 
