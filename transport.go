@@ -67,10 +67,10 @@ func (t *headerTimeoutTransport) RoundTrip(req *http.Request) (*http.Response, e
 }
 
 // send sends req, whose context cancel ends, and waits for its response
-// headers until deadline (then cancelling it with errUpstreamTimeout). A caller that builds its own request (each
-// failover attempt) gives it the cancellable context from the start: a
-// request copied for the context alone would stay in memory as long as the
-// answer streams.
+// headers until deadline, then cancels it with errUpstreamTimeout. A caller
+// that builds its own request (each failover attempt) gives it the
+// cancellable context from the start: a request copied for the context
+// alone would stay in memory as long as the answer streams.
 func (t *headerTimeoutTransport) send(req *http.Request, cancel context.CancelCauseFunc, deadline time.Time) (*http.Response, error) {
 	timeout := time.Until(deadline)
 	if timeout <= 0 {
