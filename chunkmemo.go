@@ -21,6 +21,7 @@ type chunkMemo struct {
 	keep   bool         // scanChunk's answer for it
 	misses int          // chunks in a row the memo did not answer
 	rest   int          // chunks still to read without the memo
+	seen   int          // chunks read so far, counted to just past memoWarmUp
 }
 
 // valueToken is where one value string (quotes included) or number is.
@@ -39,6 +40,10 @@ const (
 	// rests a while: chunks are read as if there were no memo.
 	memoMissesBeforeRest = 3
 	memoRest             = 32
+	// A stream opens with chunks of several shapes (Azure's prompt filter
+	// results, the chunk with the role; the Responses API's created,
+	// in_progress, output_item.added...): their misses do not count.
+	memoWarmUp = 8
 )
 
 // valueToken's offsets must hold any offset in a remembered chunk.
@@ -50,13 +55,18 @@ func (m *chunkMemo) scan(data []byte) (keep bool, usage *tokenUsage, ok bool) {
 		m.rest--
 		return scanChunk(data)
 	}
+	if m.seen <= memoWarmUp {
+		m.seen++
+	}
 	if len(m.data) > 0 {
 		if m.matches(data) {
 			m.misses = 0
 			return m.keep, nil, true
 		}
-		if m.misses++; m.misses == memoMissesBeforeRest {
-			m.misses, m.rest = 0, memoRest
+		if m.seen > memoWarmUp {
+			if m.misses++; m.misses == memoMissesBeforeRest {
+				m.misses, m.rest = 0, memoRest
+			}
 		}
 	}
 	keep, usage, ok = scanChunk(data)

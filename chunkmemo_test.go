@@ -64,7 +64,17 @@ func TestChunkMemoRests(t *testing.T) {
 	var m chunkMemo
 	content := func(i int) []byte { return []byte(fmt.Sprintf(memoContentChunk, fmt.Sprint(i), i)) }
 	annotation := []byte(`{"choices":[{"content_filter_results":{},"finish_reason":null,"index":0}]}`)
-	m.scan(content(0))
+	// A stream's first chunks may all differ: their misses do not count.
+	for i := range memoWarmUp {
+		if i%2 == 0 {
+			m.scan(annotation)
+		} else {
+			m.scan(content(i))
+		}
+	}
+	if m.rest != 0 || m.misses != 0 {
+		t.Fatalf("the memo rests (%d) or counts misses (%d) within a stream's first %d chunks", m.rest, m.misses, memoWarmUp)
+	}
 	for i := range memoMissesBeforeRest { // shapes that alternate
 		if i%2 == 0 {
 			m.scan(annotation)
