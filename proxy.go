@@ -201,13 +201,14 @@ func (h *proxyHandler) planRequest(w http.ResponseWriter, r *http.Request, outco
 	// Whatever happens below, the buffer goes back to the pool once the
 	// request is over: the lease owns it from here.
 	body = &bodyLease{buf: data, size: len(data), pool: h.bodies}
-	model, e := findRequestModel(rt, r.Header.Get("Content-Type"), data)
+	contentType := r.Header.Get("Content-Type")
+	model, e := findRequestModel(rt, contentType, data)
 	if e != nil {
 		return nil, body, e
 	}
 	outcome.model, outcome.modelValid = string(model.name), model.valid
 	outcome.generating = r.Method == http.MethodPost && (rt.kind == routeDeployment || rt.kind == routeEngine || len(model.name) > 0)
-	_, multipart := isMultipart(r.Header.Get("Content-Type"))
+	_, multipart := isMultipart(contentType)
 	outcome.jsonBody = len(data) > 0 && !multipart
 	if e := checkClientCall(who, rt, r.Method, model.name, data); e != nil {
 		return nil, body, e
