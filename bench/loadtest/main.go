@@ -93,6 +93,9 @@ func main() {
 		fmt.Printf("%-52s %14s %14s %7s  %s\n", "scenario (TLS upstream, HTTP/2)", "floor", "proxy", "ratio", "target")
 		compare("small chat POST (~300 B), 32 connections", *rounds, *duration, targets, small, 32, "req/s", ">= 1.0")
 		compare("1 MiB chat body, model last, 8 connections", *rounds, *duration, targets, large, 8, "req/s", ">= 1.0")
+		// Not CPU-bound: what holding the body until it is whole (to read the
+		// model and refuse bad JSON) costs when the floor streams it on.
+		compare("1 MiB chat body, model last, one connection", *rounds, *duration, targets, large, 1, "req/s", "none")
 		compare("4 MiB chat, two base64 images, model last, 8 conns", *rounds, *duration, targets, imageChatBody(2<<20), 8, "req/s", ">= 1.0")
 		compare("one connection, sequential: p50 latency", *rounds, *duration, targets, small, 1, "p50", "<= 1.1")
 		fmt.Println()
@@ -112,11 +115,13 @@ func main() {
 		fmt.Printf("%-44s %12.3f %12.3f %+7.3f ms\n", "p50 delay per event (ms)", f.p50, p.p50, p.p50-f.p50)
 		fmt.Printf("%-44s %12.3f %12.3f %+7.3f ms  (target <= +1 ms)\n", "p99 delay per event (ms)", f.p99, p.p99, p.p99-f.p99)
 		fmt.Printf("%-44s %12.1f %12.1f\n", "RSS during the streams (MB)", f.rssMB, p.rssMB)
+		fmt.Printf("%-44s %11.0f%% %11.0f%%\n", "machine busy (all processes, all CPUs)", 100*f.busy, 100*p.busy)
 		fmt.Printf("%-44s %12d %12d\n", "events relayed, all rounds", f.events, p.events)
 		fmt.Printf("%-44s %12d %12d  (target 0)\n", "failed streams, all rounds", f.failures, p.failures)
 		for i := range floorRuns {
-			fmt.Printf("  round %d: CPU/100k %.2f / %.2f, p50 %.3f / %.3f ms, p99 %.3f / %.3f ms\n", i+1,
-				floorRuns[i].cpuPer100k, proxyRuns[i].cpuPer100k, floorRuns[i].p50, proxyRuns[i].p50, floorRuns[i].p99, proxyRuns[i].p99)
+			fmt.Printf("  round %d: CPU/100k %.2f / %.2f, p50 %.3f / %.3f ms, p99 %.3f / %.3f ms, machine busy %.0f%% / %.0f%%\n", i+1,
+				floorRuns[i].cpuPer100k, proxyRuns[i].cpuPer100k, floorRuns[i].p50, proxyRuns[i].p50, floorRuns[i].p99, proxyRuns[i].p99,
+				100*floorRuns[i].busy, 100*proxyRuns[i].busy)
 		}
 	}
 	if *mode == "all" || *mode == "streams" {
@@ -140,11 +145,13 @@ func compare(name string, rounds int, d time.Duration, targets map[string]*targe
 	var floor, proxy []float64
 	var cpu [2]time.Duration
 	var requests [2]float64
+	var busy [2][]float64
 	for range rounds {
 		for i, t := range []*target{targets["floor TLS"], targets["proxy TLS"]} {
-			before := cpuTime(t.pid)
+			before, boxBefore := cpuTime(t.pid), boxCPU()
 			v, n := measure(t.url, body, conns, d, unit)
 			cpu[i] += cpuTime(t.pid) - before
+			busy[i] = append(busy[i], boxCPU().busySince(boxBefore))
 			requests[i] += n
 			if i == 0 {
 				floor = append(floor, v)
@@ -155,8 +162,9 @@ func compare(name string, rounds int, d time.Duration, targets map[string]*targe
 	}
 	f, p := median(floor), median(proxy)
 	ratio := p / f
-	perRequest := fmt.Sprintf("CPU/request: floor %.0f µs, proxy %.0f µs",
-		float64(cpu[0].Microseconds())/requests[0], float64(cpu[1].Microseconds())/requests[1])
+	perRequest := fmt.Sprintf("CPU/request: floor %.0f µs, proxy %.0f µs; machine busy: floor %.0f%%, proxy %.0f%%",
+		float64(cpu[0].Microseconds())/requests[0], float64(cpu[1].Microseconds())/requests[1],
+		100*median(busy[0]), 100*median(busy[1]))
 	if unit == "p50" {
 		fmt.Printf("%-52s %11.0f µs %11.0f µs %7.2f  %-7s %s\n", name, f, p, ratio, goal, perRequest)
 		return
@@ -312,6 +320,7 @@ func sockets(pid int) int {
 // paced is what one llm-mode run of a target measured.
 type paced struct {
 	cpuPer100k, p50, p99, rssMB float64
+	busy                        float64 // the machine's CPUs, all processes: 1 is saturated
 	events, failures            int
 }
 
@@ -342,7 +351,7 @@ func paceStreams(t *target, n, events int, pace time.Duration) paced {
 			}
 		}
 	}()
-	before := cpuTime(t.pid)
+	before, boxBefore := cpuTime(t.pid), boxCPU()
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
@@ -385,7 +394,7 @@ func paceStreams(t *target, n, events int, pace time.Duration) paced {
 		}()
 	}
 	wg.Wait()
-	cpu := cpuTime(t.pid) - before
+	cpu, busy := cpuTime(t.pid)-before, boxCPU().busySince(boxBefore)
 	close(stop)
 	slices.Sort(delays)
 	ms := func(q float64) float64 {
@@ -395,7 +404,7 @@ func paceStreams(t *target, n, events int, pace time.Duration) paced {
 		return float64(delays[int(q*float64(len(delays)-1))].Microseconds()) / 1000
 	}
 	return paced{cpuPer100k: cpu.Seconds() / float64(max(relayed, 1)) * 1e5, p50: ms(0.5), p99: ms(0.99),
-		rssMB: mb(peakRSS), events: relayed, failures: failures}
+		rssMB: mb(peakRSS), busy: busy, events: relayed, failures: failures}
 }
 
 // medianPaced is the median of each measurement over runs (each on its own,
@@ -413,6 +422,7 @@ func medianPaced(runs []paced) paced {
 		p50:        pick(func(r paced) float64 { return r.p50 }),
 		p99:        pick(func(r paced) float64 { return r.p99 }),
 		rssMB:      pick(func(r paced) float64 { return r.rssMB }),
+		busy:       pick(func(r paced) float64 { return r.busy }),
 	}
 	for _, r := range runs {
 		m.events += r.events
@@ -564,6 +574,39 @@ func rss(pid int) int64 {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// cpuTicks is the machine's CPU time, all CPUs, from /proc/stat: busy and
+// in all, in ticks.
+type cpuTicks struct{ busy, total int64 }
+
+func boxCPU() cpuTicks {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTicks{}
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	var t cpuTicks
+	// cpu user nice system idle iowait irq softirq steal ...
+	for i, field := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseInt(field, 10, 64)
+		if i >= 8 { // guest time is counted in user already
+			break
+		}
+		t.total += v
+		if i != 3 && i != 4 {
+			t.busy += v
+		}
+	}
+	return t
+}
+
+// busySince is the share of the machine's CPU time that was busy since before.
+func (t cpuTicks) busySince(before cpuTicks) float64 {
+	if t.total == before.total {
+		return 0
+	}
+	return float64(t.busy-before.busy) / float64(t.total-before.total)
+}
 
 func median(v []float64) float64 {
 	slices.Sort(v)
