@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// newUpstreamTransport builds the one transport every upstream request uses.
+// newUpstreamTransport builds the transport every upstream request uses: one
+// pool for HTTP/2 and, for large bodies, one for HTTP/1.1 (largeBodyHTTP1).
 // It clones http.DefaultTransport so HTTP/2 stays on (a hand-built Transport
 // with its own dialer or TLS config silently loses it), and sizes the idle
 // pool for real concurrency: Go's default keeps 2 connections per host, so
@@ -39,7 +40,51 @@ func newUpstreamTransport(cfg Config) *headerTimeoutTransport {
 	if cfg.RootCAs != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	}
-	return &headerTimeoutTransport{next: t, timeout: cfg.UpstreamTimeout}
+	return &headerTimeoutTransport{next: &bodySizeSplit{small: t, large: http1Only(t, dialer.DialContext)}, timeout: cfg.UpstreamTimeout}
+}
+
+// largeBodyHTTP1 is the request body size from which an upstream request goes
+// over an HTTP/1.1 connection of its own rather than a shared HTTP/2 one.
+// Go's HTTP/2 transport copies a body twice (into a frame buffer, then into
+// the frame) and sends it in flow-controlled frames; HTTP/1.1 copies it once
+// through a 32 KiB buffer, and TCP alone paces it. For a 1 MiB body that
+// saves the proxy 0.35 – 0.45 ms of CPU (README, Performance). A handshake,
+// when no HTTP/1.1 connection is idle, costs about as much, so small
+// requests and streams stay on HTTP/2. Azure serves both, and most clients
+// send it HTTP/1.1: openai-python's httpx has HTTP/2 off by default
+// (https://www.python-httpx.org/http2).
+const largeBodyHTTP1 = 256 << 10
+
+// bodySizeSplit sends requests whose bodies are at least largeBodyHTTP1
+// long through large, the rest through small.
+type bodySizeSplit struct {
+	small, large http.RoundTripper
+}
+
+func (s *bodySizeSplit) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.ContentLength >= largeBodyHTTP1 {
+		return s.large.RoundTrip(req)
+	}
+	return s.small.RoundTrip(req)
+}
+
+// http1Only is t speaking HTTP/1.1 alone, on connections of its own. Its
+// dials are not gated: each of its requests needs a connection anyway.
+func http1Only(t *http.Transport, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
+	h1 := t.Clone()
+	h1.DialContext = dial
+	h1.ForceAttemptHTTP2 = false
+	h1.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{} // non-nil and empty: no HTTP/2
+	if h1.TLSClientConfig == nil {
+		h1.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	} else {
+		h1.TLSClientConfig = h1.TLSClientConfig.Clone()
+	}
+	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
+	// Large uploads are fewer than other requests; a burst of them should
+	// not leave hundreds of idle TLS connections behind.
+	h1.MaxIdleConnsPerHost = 64
+	return h1
 }
 
 // tokenHTTPClient fetches Entra ID tokens. Managed identity endpoints are

@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 )
@@ -47,6 +48,15 @@ func TestSOCKSProxyForUpstream(t *testing.T) {
 		t.Fatalf("status %d %s; SOCKS connects: %d", resp.StatusCode, body, connects.Load())
 	}
 	assertForwarded(t, fake.only(t), "POST", "/openai/deployments/emb/embeddings?api-version=2024-10-21", []byte(`{"model":"emb"}`))
+
+	// A large body goes over HTTP/1.1 on a connection of its own: through the tunnel too.
+	large := `{"model":"emb","input":"` + strings.Repeat("x", largeBodyHTTP1) + `"}`
+	if resp, body := p.postJSON(t, "/v1/embeddings", large); resp.StatusCode != 200 || connects.Load() != 2 {
+		t.Fatalf("large body: status %d %.200s; SOCKS connects: %d, want 2", resp.StatusCode, body, connects.Load())
+	}
+	if sent := fake.all(); len(sent) != 2 || sent[1].ProtoMajor != 1 || string(sent[1].Body) != large {
+		t.Errorf("Azure got %d requests; want the large body whole, over HTTP/1.1, as the second", len(sent))
+	}
 }
 
 // startSOCKS5 runs a minimal SOCKS5 server (no auth, CONNECT only) on loopback.
