@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,7 +43,7 @@ func newUpstreamTransport(cfg Config) *headerTimeoutTransport {
 	if cfg.RootCAs != nil {
 		t.TLSClientConfig = &tls.Config{RootCAs: cfg.RootCAs, MinVersion: tls.VersionTLS12}
 	}
-	return &headerTimeoutTransport{next: &bodySizeSplit{small: t, large: http1Only(t, dialer.DialContext)}, timeout: cfg.UpstreamTimeout}
+	return &headerTimeoutTransport{next: newBodySizeSplit(t, http1Only(t, dialer.DialContext)), timeout: cfg.UpstreamTimeout}
 }
 
 // largeBodyHTTP1 is the request body size from which an upstream request goes
@@ -49,23 +52,86 @@ func newUpstreamTransport(cfg Config) *headerTimeoutTransport {
 // the frame) and sends it in flow-controlled frames; HTTP/1.1 copies it once
 // through a 32 KiB buffer, and TCP alone paces it. For a 1 MiB body that
 // saves the proxy 0.35 – 0.45 ms of CPU (README, Performance). A handshake,
-// when no HTTP/1.1 connection is idle, costs about as much, so small
-// requests and streams stay on HTTP/2. Azure serves both, and most clients
-// send it HTTP/1.1: openai-python's httpx has HTTP/2 off by default
-// (https://www.python-httpx.org/http2).
+// when no HTTP/1.1 connection is idle, costs about as much, so smaller
+// requests, and with them most streams, stay on HTTP/2. Azure serves both,
+// and most clients send it HTTP/1.1: openai-python's httpx has HTTP/2 off
+// by default (https://www.python-httpx.org/http2).
 const largeBodyHTTP1 = 256 << 10
 
-// bodySizeSplit sends requests whose bodies are at least largeBodyHTTP1
-// long through large, the rest through small.
+// maxHTTP1InFlight caps the large requests in flight on HTTP/1.1 at once.
+// Each holds a connection of its own until its answer is read (a streamed
+// one, for the stream's life), and its dial is not gated: past the cap a
+// large body takes a shared HTTP/2 connection, as every body did before.
+const maxHTTP1InFlight = 64
+
+// bodySizeSplit sends HTTPS requests whose bodies are at least
+// largeBodyHTTP1 long through large, while it has a slot for them, and the
+// rest through small. (Over plain HTTP both speak HTTP/1.1: nothing to gain.)
 type bodySizeSplit struct {
 	small, large http.RoundTripper
+	slots        chan struct{} // a large request holds one until its answer's body is closed
+}
+
+func newBodySizeSplit(small, large http.RoundTripper) *bodySizeSplit {
+	return &bodySizeSplit{small: small, large: large, slots: make(chan struct{}, maxHTTP1InFlight)}
 }
 
 func (s *bodySizeSplit) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.ContentLength >= largeBodyHTTP1 {
-		return s.large.RoundTrip(req)
+	if req.ContentLength < largeBodyHTTP1 || req.URL.Scheme != "https" {
+		return s.small.RoundTrip(req)
 	}
-	return s.small.RoundTrip(req)
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return s.small.RoundTrip(req)
+	}
+	sent := &countingBody{ReadCloser: req.Body}
+	viaHTTP1 := *req // the request is the caller's: a copy reads the counted body
+	viaHTTP1.Body = sent
+	resp, err := s.large.RoundTrip(&viaHTTP1)
+	if err != nil {
+		<-s.slots
+		// Azure cannot have acted on a body it did not get whole. It may
+		// have answered early (a 413, a 401) and closed the connection, and
+		// over HTTP/1.1 the reset can take that answer with it: ask again
+		// over HTTP/2, which keeps it.
+		if sent.n.Load() < req.ContentLength && req.GetBody != nil && req.Context().Err() == nil {
+			if body, berr := req.GetBody(); berr == nil {
+				again := viaHTTP1
+				again.Body = body
+				return s.small.RoundTrip(&again)
+			}
+		}
+		return nil, err
+	}
+	resp.Body = &slotBody{ReadCloser: resp.Body, slots: s.slots}
+	return resp, nil
+}
+
+// countingBody counts the bytes the transport has read of a request body
+// (its writer may still read after RoundTrip returns).
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// slotBody gives its request's slot back when the answer is closed.
+type slotBody struct {
+	io.ReadCloser
+	slots chan struct{}
+	once  sync.Once
+}
+
+func (b *slotBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(func() { <-b.slots })
+	return err
 }
 
 // http1Only is t speaking HTTP/1.1 alone, on connections of its own. Its

@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -38,8 +41,8 @@ func TestLargeHeadersAndBodiesOverHTTP1(t *testing.T) {
 }
 
 // Over TLS, a body of largeBodyHTTP1 or more goes to Azure over HTTP/1.1 (Go's
-// HTTP/2 transport costs more for it), whole; smaller ones and the streams
-// stay on the shared HTTP/2 connection.
+// HTTP/2 transport costs more for it), whole, its answer streamed back; a
+// smaller one stays on the shared HTTP/2 connection.
 func TestLargeBodiesGoOverHTTP1(t *testing.T) {
 	fake := newFakeAzure(t, fakeTLS, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -47,9 +50,9 @@ func TestLargeBodiesGoOverHTTP1(t *testing.T) {
 	})
 	p := startProxy(t, fake, nil)
 	header := http.Header{"Authorization": {"Bearer " + testKey}, "Content-Type": {"application/json"}}
-	for _, size := range []int{largeBodyHTTP1 - 100, largeBodyHTTP1, 3 << 20} {
-		prompt := strings.Repeat("y", size)
-		body := []byte(`{"messages":[{"role":"user","content":"` + prompt + `"}],"stream":true,"model":"gpt-4o"}`)
+	const frame = `{"messages":[{"role":"user","content":""}],"stream":true,"model":"gpt-4o"}`
+	for _, size := range []int{largeBodyHTTP1 - 1, largeBodyHTTP1, 3 << 20} {
+		body := []byte(`{"messages":[{"role":"user","content":"` + strings.Repeat("y", size-len(frame)) + `"}],"stream":true,"model":"gpt-4o"}`)
 		resp, got := p.do(t, http.MethodPost, "/v1/chat/completions", header, body)
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(got), `"content":"hi"`) {
 			t.Fatalf("%d-byte body: status %d, %q; want 200 and Azure's stream", len(body), resp.StatusCode, got)
@@ -57,7 +60,7 @@ func TestLargeBodiesGoOverHTTP1(t *testing.T) {
 		sent := fake.all()
 		last := sent[len(sent)-1]
 		wantProto := 2
-		if len(body) >= largeBodyHTTP1 {
+		if size >= largeBodyHTTP1 {
 			wantProto = 1
 		}
 		if last.ProtoMajor != wantProto || !bytes.Equal(last.Body, body) {
@@ -66,3 +69,95 @@ func TestLargeBodiesGoOverHTTP1(t *testing.T) {
 		}
 	}
 }
+
+// At most maxHTTP1InFlight large requests hold HTTP/1.1 connections at once
+// (each until its answer is closed; a failed one gives its place back at
+// once); past that, and over plain HTTP, a large body takes the shared
+// transport.
+func TestLargeBodiesOverHTTP1AreCapped(t *testing.T) {
+	var viaLarge int
+	small := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	})
+	failNext := false
+	large := roundTripFunc(func(*http.Request) (*http.Response, error) {
+		if failNext {
+			return nil, errors.New("dial failed")
+		}
+		viaLarge++
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	})
+	split := newBodySizeSplit(small, large)
+	send := func(url string, size int64) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, url, http.NoBody)
+		req.ContentLength = size
+		resp, err := split.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	var open []*http.Response
+	for range maxHTTP1InFlight {
+		open = append(open, send("https://azure.example/x", largeBodyHTTP1))
+	}
+	send("https://azure.example/x", largeBodyHTTP1-1)
+	send("https://azure.example/x", 4<<20) // every place taken
+	send("http://azure.example/x", 4<<20)
+	if viaLarge != maxHTTP1InFlight {
+		t.Fatalf("%d requests went over HTTP/1.1; want the first %d large HTTPS ones only", viaLarge, maxHTTP1InFlight)
+	}
+	open[0].Body.Close()
+	open[0].Body.Close() // a second Close gives back nothing more
+	failNext = true
+	req, _ := http.NewRequest(http.MethodPost, "https://azure.example/x", http.NoBody)
+	req.ContentLength, req.GetBody = largeBodyHTTP1, nil // no second body: no second try over HTTP/2
+	if _, err := split.RoundTrip(req); err == nil {
+		t.Fatal("the HTTP/1.1 transport's error was lost")
+	}
+	failNext = false
+	send("https://azure.example/x", largeBodyHTTP1)
+	send("https://azure.example/x", largeBodyHTTP1)
+	if viaLarge != maxHTTP1InFlight+1 {
+		t.Errorf("after one answer closed and one attempt failed, %d went over HTTP/1.1; want %d", viaLarge, maxHTTP1InFlight+1)
+	}
+}
+
+// Azure may answer a large upload early (a 429, a 413) and reset the
+// connection without reading the rest. Over HTTP/1.1 the reset can take the
+// answer with it; the body was not sent whole, so nothing was acted on, and
+// the proxy asks again over HTTP/2, where the answer arrives: the client
+// gets it, not a 502.
+func TestEarlyAnswerToALargeUploadReachesTheClient(t *testing.T) {
+	fake := newFakeAzure(t, fakeTLS, nil)
+	fake.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		brw.WriteString("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+		brw.Flush()
+		if tc, ok := conn.(*tls.Conn); ok {
+			if tcp, ok := tc.NetConn().(*net.TCPConn); ok {
+				tcp.SetLinger(0) // close with a reset, the rest of the body unread
+			}
+		}
+		conn.Close()
+	})
+	p := startProxy(t, fake, nil)
+	body := `{"messages":[{"role":"user","content":"` + strings.Repeat("y", 4<<20) + `"}],"model":"gpt-4o"}`
+	for range 5 {
+		if resp, got := p.postJSON(t, "/v1/chat/completions", body); resp.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("status %d %.200s; want Azure's 429", resp.StatusCode, got)
+		}
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
