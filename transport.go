@@ -147,9 +147,9 @@ func http1Only(t *http.Transport, dial func(ctx context.Context, network, addr s
 		h1.TLSClientConfig = h1.TLSClientConfig.Clone()
 	}
 	h1.TLSClientConfig.NextProtos = []string{"http/1.1"}
-	// Large uploads are fewer than other requests; a burst of them should
-	// not leave hundreds of idle TLS connections behind.
-	h1.MaxIdleConnsPerHost = 64
+	// No more idle than can be busy at once: a burst of large uploads
+	// should not leave hundreds of idle TLS connections behind.
+	h1.MaxIdleConnsPerHost = maxHTTP1InFlight
 	return h1
 }
 
